@@ -1,0 +1,32 @@
+#include "check.h"
+
+#include <cstdarg>
+#include <vector>
+
+#include "../engine/protocol.h"
+
+namespace gd {
+
+std::string strfmt(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(nullptr, 0, fmt, ap);
+    va_end(ap);
+    std::vector<char> buf(n > 0 ? n + 1 : 1);
+    vsnprintf(buf.data(), buf.size(), fmt, ap2);
+    va_end(ap2);
+    return std::string(buf.data());
+}
+
+void fail(int code, const std::string& msg) {
+    fflush(stdout);
+    fprintf(stderr, "error: %s\n", msg.c_str());
+    Record("error").str("msg", msg).emit();
+    Record("done").num("status", code).emit();
+    fflush(stdout);
+    exit(code);
+}
+
+}  // namespace gd

@@ -1,0 +1,34 @@
+// The common command line of the five executables (docs/protocol.md), with gpt2_optim's short flags.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace gd {
+
+enum class Program { Naive, KVOnly, Optimized, Validate, Profile };
+const char* program_name(Program p);
+
+struct Args {
+    Program program = Program::KVOnly;
+    std::string checkpoint, tokenizer, prompt_file, dump_logits;
+    std::vector<int> prompt_ids;
+    int prompt_len = 0;  // synthetic prompt length, 0 = not asked
+    int batch = 1, gen = 64, sampling = 1, top_k = 0, warmup = -1, repeat = 1, dump_stride = 1, device = 0;
+    float temperature = 1.0f, top_p = 1.0f;
+    unsigned long long seed = 1337;
+    bool quiet = false;
+    // optimized: ablation switches
+    bool use_graph = true, use_gemv = true, use_fused = true, use_split_attn = true;
+    // validate
+    std::vector<std::string> variants{"kvonly", "optimized"};
+    float max_abs = -1, max_rmse = -1, min_match = -1;  // < 0: precision default
+    // profile
+    std::string variant = "optimized";
+    int steps = 16;
+    bool builtin = false;
+};
+
+// Parses argv; prints usage and exits 0 on --help, fails with EXIT_USAGE on bad input.
+Args parse_args(Program program, int argc, char** argv);
+
+}  // namespace gd

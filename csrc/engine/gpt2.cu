@@ -1,0 +1,307 @@
+#include "gpt2.h"
+
+#include <nvtx3/nvToolsExt.h>
+
+#include <algorithm>
+
+#include "../common/check.h"
+
+namespace gd {
+
+Variant variant_naive() {
+    Variant v;
+    v.name = "naive";
+    v.use_cache = false;
+    return v;
+}
+
+Variant variant_kvonly() {
+    Variant v;
+    v.name = "kvonly";
+    return v;
+}
+
+Variant variant_optimized(bool graph, bool gemv, bool fused, bool split_attn) {
+    Variant v;
+    v.name = "optimized";
+    v.graph = graph;
+    v.gemv = gemv;
+    v.fused = fused;
+    v.split_attn = split_attn;
+    return v;
+}
+
+void* device_alloc(size_t bytes, const char* what) {
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess) {
+        size_t free_b = 0, total_b = 0;
+        cudaGetLastError();
+        cudaMemGetInfo(&free_b, &total_b);
+        GD_FAIL(EXIT_CUDA, "cannot allocate %.1f MiB for %s (%s); %.1f MiB free of %.1f MiB", bytes / 1048576.0, what,
+                cudaGetErrorString(e), free_b / 1048576.0, total_b / 1048576.0);
+    }
+    return p;
+}
+
+void check_fits(size_t bytes, const char* what) {
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    if (bytes > free_b)
+        GD_FAIL(EXIT_CUDA, "%s needs %.1f MiB of device memory but only %.1f MiB of %.1f MiB are free", what,
+                bytes / 1048576.0, free_b / 1048576.0, total_b / 1048576.0);
+}
+
+static size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+Weights load_weights(const std::string& path, ModelConfig* cfg) {
+#if defined(PRECISION_FP32)
+    const DType target = DType::F32;
+#elif defined(PRECISION_FP16)
+    const DType target = DType::F16;
+#else
+    const DType target = DType::BF16;
+#endif
+    std::vector<uint8_t> host;
+    CheckpointHeader h = load_checkpoint(path, target, host);
+    *cfg = h.cfg;
+    size_t counts[kNumParamTensors], offsets[kNumParamTensors], total = 0;
+    param_counts(h.cfg, counts);
+    for (int i = 0; i < kNumParamTensors; i++) {  // 256-byte aligned tensors: vector loads stay aligned
+        offsets[i] = total;
+        total = align_up(total + counts[i] * sizeof(floatX), 256);
+    }
+    check_fits(total, "the model weights");
+    Weights w;
+    w.bytes = total;
+    w.base = device_alloc(total, "the model weights");
+    floatX** ptrs[kNumParamTensors] = {&w.wte, &w.wpe, &w.ln1w, &w.ln1b, &w.qkvw, &w.qkvb, &w.attprojw, &w.attprojb,
+                                       &w.ln2w, &w.ln2b, &w.fcw, &w.fcb, &w.fcprojw, &w.fcprojb, &w.lnfw, &w.lnfb};
+    size_t src = 0;
+    for (int i = 0; i < kNumParamTensors; i++) {
+        *ptrs[i] = reinterpret_cast<floatX*>(static_cast<char*>(w.base) + offsets[i]);
+        CUDA_CHECK(cudaMemcpy(*ptrs[i], host.data() + src, counts[i] * sizeof(floatX), cudaMemcpyHostToDevice));
+        src += counts[i] * sizeof(floatX);
+    }
+    return w;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// StageTimer
+
+StageTimer::~StageTimer() {
+    for (cudaEvent_t e : pool_) cudaEventDestroy(e);
+}
+
+cudaEvent_t StageTimer::event() {
+    cudaEvent_t e;
+    CUDA_CHECK(cudaEventCreate(&e));
+    pool_.push_back(e);
+    return e;
+}
+
+void StageTimer::push_range(const char* name) { nvtxRangePushA(name); }
+void StageTimer::pop_range() { nvtxRangePop(); }
+
+void StageTimer::begin(const char* name, cudaStream_t s) {
+    nvtxRangePushA(name);
+    if (!events_ || !counting) return;
+    int idx = -1;
+    for (size_t i = 0; i < stats_.size(); i++)
+        if (stats_[i].name == name) idx = (int)i;
+    if (idx < 0) {
+        stats_.push_back({name, 0, 0.0});
+        idx = (int)stats_.size() - 1;
+    }
+    open_stat_ = idx;
+    open_ev_ = event();
+    CUDA_CHECK(cudaEventRecord(open_ev_, s));
+}
+
+void StageTimer::end(cudaStream_t s) {
+    nvtxRangePop();
+    if (!events_ || !counting || open_stat_ < 0) return;
+    cudaEvent_t b = event();
+    CUDA_CHECK(cudaEventRecord(b, s));
+    pending_.push_back({open_stat_, open_ev_, b});
+    open_stat_ = -1;
+}
+
+std::vector<StageTimer::Stat> StageTimer::collect() {
+    CUDA_CHECK(cudaDeviceSynchronize());
+    for (auto& p : pending_) {
+        float ms = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, p.a, p.b));
+        stats_[p.stat].calls++;
+        stats_[p.stat].total_ms += ms;
+    }
+    pending_.clear();
+    return stats_;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Runner
+
+namespace {
+struct ActSizes {
+    size_t x, qkv, fch, lnf, logits, kv, scratch;
+};
+ActSizes act_sizes(const ModelConfig& c, int B, int max_chunk, bool split_attn) {
+    size_t M = (size_t)B * max_chunk, C = c.channels;
+    ActSizes a;
+    a.x = M * C;
+    a.qkv = M * 3 * C;
+    a.fch = M * 4 * C;
+    a.lnf = (size_t)B * C;
+    a.logits = (size_t)B * c.padded_vocab;
+    a.kv = (size_t)c.num_layers * B * c.max_seq_len * C;  // per K and per V
+    a.scratch = split_attn ? attention_split_scratch(B, c.num_heads, C / c.num_heads, c.max_seq_len) : 0;
+    return a;
+}
+}  // namespace
+
+size_t runner_bytes(const ModelConfig& cfg, int B, int max_chunk, bool split_attn) {
+    ActSizes a = act_sizes(cfg, B, max_chunk, split_attn);
+    return (4 * a.x + a.qkv + a.fch + a.lnf + 2 * a.kv) * sizeof(floatX) + (a.logits + a.scratch) * sizeof(float) +
+           sizeof(int);
+}
+
+Runner::Runner(const ModelConfig& cfg, const Weights& w, Variant v, int B, int max_chunk, int* tokens,
+               cudaStream_t s)
+    : cfg_(cfg), w_(w), v_(v), B_(B), max_chunk_(max_chunk), tokens_(tokens), stream_(s) {
+    ActSizes a = act_sizes(cfg, B, max_chunk, v.split_attn);
+    auto alloc = [&](size_t n, size_t elem, const char* what) {
+        act_bytes_ += n * elem;
+        return device_alloc(n * elem, what);
+    };
+    x_ = (floatX*)alloc(a.x, sizeof(floatX), "activations");
+    ln_ = (floatX*)alloc(a.x, sizeof(floatX), "activations");
+    atty_ = (floatX*)alloc(a.x, sizeof(floatX), "activations");
+    tmp_ = (floatX*)alloc(a.x, sizeof(floatX), "activations");
+    qkv_ = (floatX*)alloc(a.qkv, sizeof(floatX), "activations");
+    fch_ = (floatX*)alloc(a.fch, sizeof(floatX), "activations");
+    lnf_ = (floatX*)alloc(a.lnf, sizeof(floatX), "activations");
+    logits_ = (float*)alloc(a.logits, sizeof(float), "logits");
+    attn_scratch_ = a.scratch ? (float*)alloc(a.scratch, sizeof(float), "attention scratch") : nullptr;
+    d_pos_ = (int*)alloc(1, sizeof(int), "position");
+    kcache_ = (floatX*)device_alloc(a.kv * sizeof(floatX), "the KV cache");
+    vcache_ = (floatX*)device_alloc(a.kv * sizeof(floatX), "the KV cache");
+    kv_bytes_ = 2 * a.kv * sizeof(floatX);
+    set_position(0);
+}
+
+Runner::~Runner() {
+    for (auto& g : graph_)
+        if (g) cudaGraphExecDestroy(g);
+    for (void* p : {(void*)x_, (void*)ln_, (void*)atty_, (void*)tmp_, (void*)qkv_, (void*)fch_, (void*)lnf_,
+                    (void*)logits_, (void*)attn_scratch_, (void*)d_pos_, (void*)kcache_, (void*)vcache_})
+        if (p) cudaFree(p);
+}
+
+void Runner::linear(floatX* out, const floatX* inp, const floatX* w, const floatX* b, int M, int N, int K, bool gelu,
+                    bool residual) {
+    bool use_gemv = v_.gemv && gemv_supported(M, K);
+    bool fuse_res = residual && v_.fused;
+    bool fuse_gelu = gelu && v_.fused && use_gemv;  // cuBLASLt's GELU epilogue is not used
+    floatX* dst = residual && !fuse_res ? tmp_ : out;
+    if (use_gemv)
+        gemv_forward(dst, inp, w, b, M, N, K, fuse_gelu, fuse_res, stream_);
+    else
+        matmul_forward(dst, inp, w, b, M, N, K, fuse_res, stream_);
+    if (gelu && !fuse_gelu) gelu_forward(dst, (size_t)M * N, stream_);
+    if (residual && !fuse_res) residual_forward(out, tmp_, (size_t)M * N, stream_);
+}
+
+void Runner::forward(int T) {
+    if (T < 1 || T > max_chunk_) GD_FAIL(EXIT_CUDA, "internal: chunk of %d tokens exceeds %d", T, max_chunk_);
+    const int B = B_, C = cfg_.channels, L = cfg_.num_layers, NH = cfg_.num_heads, HS = C / NH;
+    const int maxT = cfg_.max_seq_len, M = B * T;
+    const size_t CC = (size_t)C * C;
+    stage_begin("embedding");
+    embedding_forward(x_, tokens_, w_.wte, w_.wpe, d_pos_, B, T, C, maxT, stream_);
+    stage_end();
+    char layer_name[32];
+    for (int l = 0; l < L; l++) {
+        if (timer) {
+            snprintf(layer_name, sizeof layer_name, "layer%d", l);
+            timer->push_range(layer_name);
+        }
+        floatX* kc = kcache_ + (size_t)l * B * maxT * C;
+        floatX* vc = vcache_ + (size_t)l * B * maxT * C;
+        stage_begin("ln1");
+        layernorm_forward(ln_, x_, w_.ln1w + l * C, w_.ln1b + l * C, M, C, 1, 0, stream_);
+        stage_end();
+        stage_begin("qkv");
+        linear(qkv_, ln_, w_.qkvw + l * 3 * CC, w_.qkvb + l * 3 * C, M, 3 * C, C, false, false);
+        stage_end();
+        stage_begin("attn");
+        kv_store(kc, vc, qkv_, d_pos_, B, T, NH, HS, maxT, stream_);
+        if (T == 1 && v_.split_attn)
+            attention_decode_split(atty_, qkv_, kc, vc, d_pos_, attn_scratch_, B, NH, HS, maxT, stream_);
+        else
+            attention_forward(atty_, qkv_, kc, vc, d_pos_, B, T, NH, HS, maxT, stream_);
+        stage_end();
+        stage_begin("attproj");
+        linear(x_, atty_, w_.attprojw + l * CC, w_.attprojb + l * C, M, C, C, false, true);
+        stage_end();
+        stage_begin("ln2");
+        layernorm_forward(ln_, x_, w_.ln2w + l * C, w_.ln2b + l * C, M, C, 1, 0, stream_);
+        stage_end();
+        stage_begin("fc");
+        linear(fch_, ln_, w_.fcw + l * 4 * CC, w_.fcb + l * 4 * C, M, 4 * C, C, true, false);
+        stage_end();
+        stage_begin("fcproj");
+        linear(x_, fch_, w_.fcprojw + l * 4 * CC, w_.fcprojb + l * C, M, C, 4 * C, false, true);
+        stage_end();
+        if (timer) timer->pop_range();
+    }
+    stage_begin("lnf");
+    layernorm_forward(lnf_, x_, w_.lnfw, w_.lnfb, B, C, T, T - 1, stream_);
+    stage_end();
+    stage_begin("logits");
+    if (v_.gemv && gemv_supported(B, C))
+        gemv_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, stream_);
+    else
+        matmul_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, stream_);
+    stage_end();
+}
+
+void Runner::sample(int T, const SamplingParams& sp) {
+    stage_begin("sample");
+    sample_tokens(tokens_, logits_, d_pos_, T, B_, cfg_.vocab_size, cfg_.padded_vocab, cfg_.max_seq_len, sp, stream_);
+    stage_end();
+}
+
+void Runner::record_decode(bool do_sample, const SamplingParams& sp) {
+    forward(1);
+    if (do_sample) sample(1, sp);
+    advance(1);
+}
+
+void Runner::decode_step(bool do_sample, const SamplingParams& sp) {
+    if (!v_.use_cache) GD_FAIL(EXIT_CUDA, "internal: decode_step on a variant without cache");
+    if (!v_.graph || timer) {
+        record_decode(do_sample, sp);
+        return;
+    }
+    cudaGraphExec_t& g = graph_[do_sample ? 1 : 0];
+    const SamplingParams& old = graph_sp_[do_sample ? 1 : 0];
+    bool same_sp = old.greedy == sp.greedy && old.temperature == sp.temperature && old.top_k == sp.top_k &&
+                   old.top_p == sp.top_p && old.seed == sp.seed;
+    if (g && !same_sp) {
+        CUDA_CHECK(cudaGraphExecDestroy(g));
+        g = nullptr;
+    }
+    if (!g) {
+        cudaGraph_t graph;
+        CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+        record_decode(do_sample, sp);
+        CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+        CUDA_CHECK(cudaGraphInstantiate(&g, graph, 0));
+        CUDA_CHECK(cudaGraphDestroy(graph));
+        graph_sp_[do_sample ? 1 : 0] = sp;
+    }
+    CUDA_CHECK(cudaGraphLaunch(g, stream_));
+}
+
+}  // namespace gd

@@ -1,0 +1,110 @@
+// The GPT-2 forward pass and generation loop shared by every executable. A Runner owns one variant's
+// activations and KV cache; the weights and the token buffer can be shared (validate runs several Runners
+// in lockstep over one token buffer).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <string>
+#include <vector>
+
+#include "../common/precision.h"
+#include "../kernels/kernels.cuh"
+#include "../model/checkpoint.h"
+
+namespace gd {
+
+struct Variant {
+    std::string name;
+    bool use_cache = true;   // false: every step recomputes the whole sequence (naive)
+    bool gemv = false;       // small-batch matrix-vector kernels for decode
+    bool fused = false;      // bias/GELU/residual in the product's epilogue
+    bool split_attn = false; // decode attention split over blocks
+    bool graph = false;      // decode step captured once as a CUDA graph
+};
+Variant variant_naive();
+Variant variant_kvonly();
+Variant variant_optimized(bool graph = true, bool gemv = true, bool fused = true, bool split_attn = true);
+
+struct Weights {
+    floatX *wte, *wpe, *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb,
+        *lnfw, *lnfb;
+    void* base = nullptr;
+    size_t bytes = 0;
+};
+// Loads the checkpoint, converts to the build's precision and uploads it.
+Weights load_weights(const std::string& path, ModelConfig* cfg);
+
+// Device allocation with a clear error naming what it was for and the MiB needed.
+void* device_alloc(size_t bytes, const char* what);
+
+// Stage hooks for the profile executable: NVTX ranges and optional CUDA-event timing per stage.
+class StageTimer {
+public:
+    explicit StageTimer(bool events) : events_(events) {}
+    ~StageTimer();
+    void begin(const char* name, cudaStream_t s);
+    void end(cudaStream_t s);
+    void push_range(const char* name);  // NVTX only (layer<i>, MEASURE@decode)
+    void pop_range();
+    bool counting = false;  // only count stages while measuring
+    struct Stat { std::string name; int calls = 0; double total_ms = 0; };
+    std::vector<Stat> collect();  // synchronizes, sums event pairs per stage name (first-seen order)
+private:
+    bool events_;
+    struct Pending { int stat; cudaEvent_t a, b; };
+    std::vector<Pending> pending_;
+    std::vector<Stat> stats_;
+    std::vector<cudaEvent_t> pool_;
+    int open_stat_ = -1;
+    cudaEvent_t open_ev_ = nullptr;
+    cudaEvent_t event();
+};
+
+class Runner {
+public:
+    Runner(const ModelConfig& cfg, const Weights& w, Variant v, int B, int max_chunk, int* tokens, cudaStream_t s);
+    ~Runner();
+    Runner(const Runner&) = delete;
+    Runner& operator=(const Runner&) = delete;
+
+    // Forward of T tokens per row starting at the device position; logits of the last one into logits().
+    void forward(int T);
+    // One cached decode step (T = 1) at the device position, optionally sampling the next token, then pos += 1.
+    void decode_step(bool sample, const SamplingParams& sp);
+    void sample(int T, const SamplingParams& sp);
+    void set_position(int p) { set_pos(d_pos_, p, stream_); }
+    void advance(int by) { advance_pos(d_pos_, by, stream_); }
+
+    const float* logits() const { return logits_; }
+    const Variant& variant() const { return v_; }
+    size_t act_bytes() const { return act_bytes_; }
+    size_t kv_bytes() const { return kv_bytes_; }
+    StageTimer* timer = nullptr;
+
+private:
+    void linear(floatX* out, const floatX* inp, const floatX* w, const floatX* b, int M, int N, int K, bool gelu,
+                bool residual);
+    void stage_begin(const char* n) { if (timer) timer->begin(n, stream_); }
+    void stage_end() { if (timer) timer->end(stream_); }
+    void record_decode(bool sample, const SamplingParams& sp);
+
+    ModelConfig cfg_;
+    const Weights& w_;
+    Variant v_;
+    int B_, max_chunk_;
+    int* tokens_;  // [B][maxT], not owned
+    cudaStream_t stream_;
+    int* d_pos_ = nullptr;
+    floatX *x_, *ln_, *qkv_, *atty_, *fch_, *tmp_, *lnf_, *kcache_, *vcache_;
+    float *logits_, *attn_scratch_;
+    size_t act_bytes_ = 0, kv_bytes_ = 0;
+    cudaGraphExec_t graph_[2] = {nullptr, nullptr};  // [sample]
+    SamplingParams graph_sp_[2];
+};
+
+// Bytes a Runner will allocate (activations, KV cache), for the up-front memory check.
+size_t runner_bytes(const ModelConfig& cfg, int B, int max_chunk, bool split_attn);
+// Fails with EXIT_CUDA naming the MiB needed and free when `bytes` do not fit.
+void check_fits(size_t bytes, const char* what);
+
+}  // namespace gd

@@ -1,0 +1,210 @@
+// Causal self-attention over the KV cache. Both kernels share attend_range(): one warp walks a range of
+// key positions for one query with an online softmax, each lane holding D = HS/32 dimensions.
+#include <cfloat>
+
+#include "../common/check.h"
+#include "common.cuh"
+#include "kernels.cuh"
+
+namespace gd {
+
+__global__ void kv_store_kernel(floatX* kc, floatX* vc, const floatX* qkv, const int* d_pos, int T, int NH, int HS,
+                                int maxT) {
+    int row = blockIdx.x;  // b*T + t
+    int b = row / T, t = row % T, p = *d_pos + t, C = NH * HS;
+    const floatX* src = qkv + (size_t)row * 3 * C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        int h = c / HS, d = c % HS;
+        size_t dst = (((size_t)b * NH + h) * maxT + p) * HS + d;
+        kc[dst] = src[C + c];
+        vc[dst] = src[2 * C + c];
+    }
+}
+
+void kv_store(floatX* kcache, floatX* vcache, const floatX* qkv, const int* d_pos, int B, int T, int NH, int HS,
+              int maxT, cudaStream_t s) {
+    kv_store_kernel<<<B * T, 256, 0, s>>>(kcache, vcache, qkv, d_pos, T, NH, HS, maxT);
+    CUDA_CHECK_LAUNCH();
+}
+
+// Running softmax state of one warp: max m, normaliser l, and the lane's D accumulated output dims.
+template <int D>
+struct SoftmaxState {
+    float m = -FLT_MAX, l = 0.f, acc[D] = {};
+};
+
+// Keys j in [j0, j1) of one (b, h): k/v point at position 0 of that head's cache rows.
+template <int D>
+__device__ __forceinline__ void attend_range(SoftmaxState<D>& st, const float (&q)[D], const floatX* k,
+                                             const floatX* v, int j0, int j1, int lane) {
+    constexpr int HS = 32 * D;
+    constexpr int U = 4;  // keys in flight per iteration
+    for (int j = j0; j < j1; j += U) {
+        float s[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            s[u] = 0.f;
+            if (j + u < j1) {
+                const floatX* kr = k + (size_t)(j + u) * HS + lane * D;
+#pragma unroll
+                for (int d = 0; d < D; d++) s[u] += q[d] * to_f(kr[d]);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) s[u] = warp_sum(s[u]);
+        float mx = st.m;
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (j + u < j1) mx = fmaxf(mx, s[u]);
+        float corr = __expf(st.m - mx);
+        st.l *= corr;
+#pragma unroll
+        for (int d = 0; d < D; d++) st.acc[d] *= corr;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (j + u < j1) {
+                float p = __expf(s[u] - mx);
+                st.l += p;
+                const floatX* vr = v + (size_t)(j + u) * HS + lane * D;
+#pragma unroll
+                for (int d = 0; d < D; d++) st.acc[d] += p * to_f(vr[d]);
+            }
+        }
+        st.m = mx;
+    }
+}
+
+template <int D>
+__device__ __forceinline__ void load_query(float (&q)[D], const floatX* qkv, int row, int h, int C, int lane) {
+    const float scale = rsqrtf((float)(32 * D));
+    const floatX* qr = qkv + (size_t)row * 3 * C + h * 32 * D + lane * D;
+#pragma unroll
+    for (int d = 0; d < D; d++) q[d] = to_f(qr[d]) * scale;
+}
+
+template <int D>
+__global__ void attention_kernel(floatX* out, const floatX* qkv, const floatX* kc, const floatX* vc, const int* d_pos,
+                                 int B, int T, int NH, int maxT) {
+    constexpr int HS = 32 * D;
+    int w = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (w >= B * NH * T) return;
+    int i = w % T, h = (w / T) % NH, b = w / (T * NH), C = NH * HS;
+    int row = b * T + i;
+    float q[D];
+    load_query<D>(q, qkv, row, h, C, lane);
+    size_t head = ((size_t)b * NH + h) * maxT * HS;
+    SoftmaxState<D> st;
+    attend_range<D>(st, q, kc + head, vc + head, 0, *d_pos + i + 1, lane);
+    floatX* o = out + (size_t)row * C + h * HS + lane * D;
+#pragma unroll
+    for (int d = 0; d < D; d++) o[d] = from_f<floatX>(st.acc[d] / st.l);
+}
+
+// Split decode: block (split, h, b) of kWarps warps covers keys [split*kKeysPerSplit, ...), each warp a slice.
+constexpr int kKeysPerSplit = 64, kSplitWarps = 4;
+
+template <int D>
+__global__ void attention_split_kernel(float* part, const floatX* qkv, const floatX* kc, const floatX* vc,
+                                       const int* d_pos, int NH, int maxT, int nsplit) {
+    constexpr int HS = 32 * D;
+    int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z, C = NH * HS;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int len = *d_pos + 1;
+    int j0 = split * kKeysPerSplit, j1 = min(len, j0 + kKeysPerSplit);
+    constexpr int per_warp = kKeysPerSplit / kSplitWarps;
+    int w0 = j0 + warp * per_warp, w1 = min(j1, w0 + per_warp);
+    float q[D];
+    load_query<D>(q, qkv, b, h, C, lane);
+    size_t head = ((size_t)b * NH + h) * maxT * HS;
+    SoftmaxState<D> st;
+    if (w0 < w1) attend_range<D>(st, q, kc + head, vc + head, w0, w1, lane);
+    // merge the warps through shared memory
+    __shared__ float sm_m[kSplitWarps], sm_l[kSplitWarps], sm_acc[kSplitWarps][HS];
+    if (lane == 0) {
+        sm_m[warp] = st.m;
+        sm_l[warp] = st.l;
+    }
+#pragma unroll
+    for (int d = 0; d < D; d++) sm_acc[warp][lane * D + d] = st.acc[d];
+    __syncthreads();
+    float* dst = part + (((size_t)b * NH + h) * nsplit + split) * (HS + 2);
+    if (warp == 0) {
+        float m = -FLT_MAX;
+        for (int w = 0; w < kSplitWarps; w++) m = fmaxf(m, sm_m[w]);
+        float l = 0.f, acc[D] = {};
+        for (int w = 0; w < kSplitWarps; w++) {
+            float c = sm_l[w] > 0.f ? __expf(sm_m[w] - m) : 0.f;
+            l += sm_l[w] * c;
+#pragma unroll
+            for (int d = 0; d < D; d++) acc[d] += sm_acc[w][lane * D + d] * c;
+        }
+        if (lane == 0) {
+            dst[0] = m;
+            dst[1] = l;
+        }
+#pragma unroll
+        for (int d = 0; d < D; d++) dst[2 + lane * D + d] = acc[d];
+    }
+}
+
+template <int D>
+__global__ void attention_combine_kernel(floatX* out, const float* part, const int* d_pos, int NH, int nsplit) {
+    constexpr int HS = 32 * D;
+    int h = blockIdx.x, b = blockIdx.y, lane = threadIdx.x;
+    int used = min(nsplit, (*d_pos + 1 + kKeysPerSplit - 1) / kKeysPerSplit);
+    const float* src = part + ((size_t)b * NH + h) * nsplit * (HS + 2);
+    float m = -FLT_MAX;
+    for (int s = 0; s < used; s++) m = fmaxf(m, src[s * (HS + 2)]);
+    float l = 0.f, acc[D] = {};
+    for (int s = 0; s < used; s++) {
+        const float* p = src + s * (HS + 2);
+        float c = p[1] > 0.f ? __expf(p[0] - m) : 0.f;
+        l += p[1] * c;
+#pragma unroll
+        for (int d = 0; d < D; d++) acc[d] += p[2 + lane * D + d] * c;
+    }
+    floatX* o = out + (size_t)b * NH * HS + h * HS + lane * D;
+#pragma unroll
+    for (int d = 0; d < D; d++) o[d] = from_f<floatX>(acc[d] / l);
+}
+
+#define GD_HS_DISPATCH(HS, KERNEL_CALL)                                                              \
+    switch ((HS) / 32) {                                                                           \
+        case 1: { constexpr int D = 1; KERNEL_CALL; break; }                                      \
+        case 2: { constexpr int D = 2; KERNEL_CALL; break; }                                      \
+        case 3: { constexpr int D = 3; KERNEL_CALL; break; }                                      \
+        case 4: { constexpr int D = 4; KERNEL_CALL; break; }                                      \
+        default: GD_FAIL(EXIT_INPUT, "head size %d is not supported (32, 64, 96 or 128)", (HS));   \
+    }
+
+static void check_hs(int HS) {
+    if (HS % 32 != 0 || HS > 128) GD_FAIL(EXIT_INPUT, "head size %d is not supported (32, 64, 96 or 128)", HS);
+}
+
+void attention_forward(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache, const int* d_pos,
+                       int B, int T, int NH, int HS, int maxT, cudaStream_t s) {
+    check_hs(HS);
+    const int warps = 4;
+    int grid = ceil_div((long)B * NH * T, warps);
+    GD_HS_DISPATCH(HS, (attention_kernel<D><<<grid, warps * 32, 0, s>>>(out, qkv, kcache, vcache, d_pos, B, T, NH,
+                                                                         maxT)));
+    CUDA_CHECK_LAUNCH();
+}
+
+size_t attention_split_scratch(int B, int NH, int HS, int maxT) {
+    return (size_t)B * NH * ceil_div(maxT, kKeysPerSplit) * (HS + 2);
+}
+
+void attention_decode_split(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache,
+                            const int* d_pos, float* scratch, int B, int NH, int HS, int maxT, cudaStream_t s) {
+    check_hs(HS);
+    int nsplit = ceil_div(maxT, kKeysPerSplit);
+    dim3 grid(nsplit, NH, B);
+    GD_HS_DISPATCH(HS, (attention_split_kernel<D><<<grid, kSplitWarps * 32, 0, s>>>(scratch, qkv, kcache, vcache,
+                                                                                    d_pos, NH, maxT, nsplit)));
+    CUDA_CHECK_LAUNCH();
+    GD_HS_DISPATCH(HS, (attention_combine_kernel<D><<<dim3(NH, B), 32, 0, s>>>(out, scratch, d_pos, NH, nsplit)));
+    CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace gd

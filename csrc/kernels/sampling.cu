@@ -1,0 +1,183 @@
+// Next-token choice on the GPU, one block per row, so decoding needs no host round trip per step.
+// Greedy: argmax (lowest id on ties). Random: softmax(logits / temperature), optionally restricted to the
+// top-k ids and to the smallest top-p nucleus (thresholds found by bisection on the logit value; ids tied
+// with the threshold are kept), then inverse-CDF sampling in id order with a counter-based RNG keyed by
+// (seed, row, position), so results do not depend on launch order or graph replay.
+#include <cfloat>
+#include <cstdint>
+
+#include "../common/check.h"
+#include "common.cuh"
+#include "kernels.cuh"
+
+namespace gd {
+
+constexpr int kSampleThreads = 1024;
+
+__device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+// Block-wide reductions through shared memory (all threads get the result).
+__device__ float block_sum(float v, float* sm) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) sm[warp] = v;
+    __syncthreads();
+    v = lane < blockDim.x / 32 ? sm[lane] : 0.f;
+    return warp_sum(v);
+}
+
+__device__ float block_max(float v, float* sm) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) sm[warp] = v;
+    __syncthreads();
+    v = lane < blockDim.x / 32 ? sm[lane] : -FLT_MAX;
+    return warp_max(v);
+}
+
+// Sum of exp(x - mx) over ids whose scaled logit is >= thr (count when `count`).
+__device__ float mass_above(const float* row, int V, float inv_t, float mx, float thr, bool count, float* sm) {
+    float acc = 0.f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float x = row[i] * inv_t;
+        if (x >= thr) acc += count ? 1.f : __expf(x - mx);
+    }
+    return block_sum(acc, sm);
+}
+
+__global__ void sample_kernel(int* tokens, const float* logits, const int* d_pos, int T, int V, int Vp, int maxT,
+                              SamplingParams p) {
+    __shared__ float sm[32];
+    __shared__ float sm_v[32];
+    __shared__ int sm_i[32];
+    __shared__ int chosen;
+    int b = blockIdx.x, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    int next = *d_pos + T;
+    if (next >= maxT) return;
+    const float* row = logits + (size_t)b * Vp;
+
+    // argmax (also the fallback of the random path)
+    float best = -FLT_MAX;
+    int besti = 0x7fffffff;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float x = row[i];
+        if (x > best) best = x, besti = i;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        int oi = __shfl_xor_sync(0xffffffffu, besti, o);
+        if (ov > best || (ov == best && oi < besti)) best = ov, besti = oi;
+    }
+    if (lane == 0) sm_v[warp] = best, sm_i[warp] = besti;
+    __syncthreads();
+    if (warp == 0) {
+        best = lane < blockDim.x / 32 ? sm_v[lane] : -FLT_MAX;
+        besti = lane < blockDim.x / 32 ? sm_i[lane] : 0x7fffffff;
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, best, o);
+            int oi = __shfl_xor_sync(0xffffffffu, besti, o);
+            if (ov > best || (ov == best && oi < besti)) best = ov, besti = oi;
+        }
+        if (lane == 0) chosen = besti;
+    }
+    __syncthreads();
+    int argmax = chosen;
+    if (p.greedy) {
+        if (threadIdx.x == 0) tokens[(size_t)b * maxT + next] = argmax;
+        return;
+    }
+
+    float inv_t = 1.f / p.temperature;
+    float mx = row[argmax] * inv_t;
+    float thr = -FLT_MAX;
+    if (p.top_k > 0 && p.top_k < V) {
+        // largest thr with count(x >= thr) >= k
+        float mn = FLT_MAX;
+        for (int i = threadIdx.x; i < V; i += blockDim.x) mn = fminf(mn, row[i] * inv_t);
+        float lo = -block_max(-mn, sm), hi = mx;
+        for (int it = 0; it < 40; it++) {
+            float mid = 0.5f * (lo + hi);
+            if (mass_above(row, V, inv_t, mx, mid, true, sm) >= p.top_k) lo = mid; else hi = mid;
+        }
+        thr = lo;
+    }
+    float Z = mass_above(row, V, inv_t, mx, thr, false, sm);
+    if (p.top_p < 1.f) {
+        // largest thr' >= thr whose mass still reaches top_p of Z
+        float lo = thr == -FLT_MAX ? mx - 100.f : thr, hi = mx;
+        for (int it = 0; it < 40; it++) {
+            float mid = 0.5f * (lo + hi);
+            if (mass_above(row, V, inv_t, mx, mid, false, sm) >= p.top_p * Z) lo = mid; else hi = mid;
+        }
+        thr = fmaxf(thr, lo);
+        Z = mass_above(row, V, inv_t, mx, thr, false, sm);
+    }
+    uint64_t h = splitmix64(p.seed ^ splitmix64(((uint64_t)b << 32) ^ (uint64_t)next));
+    float u = (float)(h >> 40) * (1.0f / 16777216.0f) * Z;
+
+    // inverse CDF in id order: each thread owns a contiguous chunk; exclusive scan of the chunk sums
+    int chunk = (V + blockDim.x - 1) / blockDim.x;
+    int i0 = threadIdx.x * chunk, i1 = min(V, i0 + chunk);
+    float local = 0.f;
+    for (int i = i0; i < i1; i++) {
+        float x = row[i] * inv_t;
+        if (x >= thr) local += __expf(x - mx);
+    }
+    float incl = local;
+    for (int o = 1; o < 32; o <<= 1) {
+        float n = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += n;
+    }
+    __syncthreads();
+    if (lane == 31) sm[warp] = incl;
+    if (threadIdx.x == 0) chosen = -1;
+    __syncthreads();
+    float warp_off = 0.f;
+    for (int w = 0; w < warp; w++) warp_off += sm[w];
+    float start = warp_off + incl - local;
+    if (local > 0.f && u >= start && u < start + local) {
+        float c = start;
+        int pick = -1;
+        for (int i = i0; i < i1 && pick < 0; i++) {
+            float x = row[i] * inv_t;
+            if (x >= thr) {
+                c += __expf(x - mx);
+                if (u < c) pick = i;
+            }
+        }
+        if (pick < 0) {  // rounding: the last eligible id of the chunk
+            for (int i = i1 - 1; i >= i0 && pick < 0; i--)
+                if (row[i] * inv_t >= thr) pick = i;
+        }
+        atomicMax(&chosen, pick);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) tokens[(size_t)b * maxT + next] = chosen >= 0 ? chosen : argmax;
+}
+
+void sample_tokens(int* tokens, const float* logits, const int* d_pos, int T, int B, int V, int Vp, int maxT,
+                   SamplingParams p, cudaStream_t s) {
+    sample_kernel<<<B, kSampleThreads, 0, s>>>(tokens, logits, d_pos, T, V, Vp, maxT, p);
+    CUDA_CHECK_LAUNCH();
+}
+
+__global__ void set_pos_kernel(int* d_pos, int value, int add) { *d_pos = add ? *d_pos + value : value; }
+
+void set_pos(int* d_pos, int value, cudaStream_t s) {
+    set_pos_kernel<<<1, 1, 0, s>>>(d_pos, value, 0);
+    CUDA_CHECK_LAUNCH();
+}
+
+void advance_pos(int* d_pos, int by, cudaStream_t s) {
+    set_pos_kernel<<<1, 1, 0, s>>>(d_pos, by, 1);
+    CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace gd
