@@ -22,10 +22,10 @@ __device__ __forceinline__ VecX load_stream(const floatX* p) {
     return v;
 }
 
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(floatX* p, float v) { *p = from_f<floatX>(v); }
-__device__ __forceinline__ float load(const float* p) { return *p; }
-__device__ __forceinline__ float load(const floatX* p) { return to_f(*p); }
+template <typename T>
+__device__ __forceinline__ void store(T* p, float v) { *p = from_f<T>(v); }
+template <typename T>
+__device__ __forceinline__ float load(const T* p) { return to_f(*p); }
 
 template <int MT, int R, typename OutT>
 __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(OutT* out, const floatX* inp, const floatX* w,
