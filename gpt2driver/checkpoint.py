@@ -1,0 +1,594 @@
+"""llm.c GPT-2 checkpoint files: read, write, validate, generate and convert.
+
+File layout (little-endian): a header of 256 int32 -- ``[0]`` magic 20240326, ``[1]`` version
+(3 = fp32 tensors, 5 = bf16 tensors), ``[2]`` max_seq_len, ``[3]`` vocab_size, ``[4]`` num_layers,
+``[5]`` num_heads, ``[6]`` channels, ``[7]`` padded_vocab_size, the rest 0 -- followed by the 16
+parameter tensors of :func:`param_shapes`, concatenated in that order. Linear weights are stored
+(out, in); rows of ``wte`` at and beyond ``vocab_size`` are zero padding.
+
+Only numpy is needed; ``safetensors`` is imported lazily by :func:`convert_hf`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+MAGIC = 20240326
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+VERSION_FP32 = 3
+VERSION_BF16 = 5
+VERSION_BY_DTYPE = {"fp32": VERSION_FP32, "bf16": VERSION_BF16}
+DTYPE_BY_VERSION = {v: k for k, v in VERSION_BY_DTYPE.items()}
+BYTES_PER_ELEM = {"fp32": 4, "bf16": 2}
+VOCAB_PAD_MULTIPLE = 128
+
+# Sanity limits for header fields (anything larger is treated as a corrupt file).
+MAX_SEQ_LEN = 1 << 20
+MAX_VOCAB = 1 << 24
+MAX_LAYERS = 1 << 12
+MAX_CHANNELS = 1 << 16
+
+# Elements converted/written per chunk, so large tensors are never duplicated whole.
+_CHUNK_ELEMS = 1 << 22
+
+_DTYPE_ALIASES = {
+    "fp32": "fp32", "float32": "fp32", "f32": "fp32",
+    "bf16": "bf16", "bfloat16": "bf16",
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file or a set of parameters is missing, malformed or inconsistent."""
+
+
+# --------------------------------------------------------------------------------------------
+# Model configuration
+# --------------------------------------------------------------------------------------------
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return (n + multiple - 1) // multiple * multiple
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of a GPT-2 model, as stored in the checkpoint header."""
+
+    max_seq_len: int
+    vocab_size: int
+    num_layers: int
+    num_heads: int
+    channels: int
+    padded_vocab_size: int
+
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem:
+            raise CheckpointError(f"invalid model config: {problem}")
+
+    def problem(self) -> Optional[str]:
+        """Return a one-line description of what is wrong with these fields, or None."""
+        limits = {
+            "max_seq_len": MAX_SEQ_LEN, "vocab_size": MAX_VOCAB, "num_layers": MAX_LAYERS,
+            "num_heads": MAX_CHANNELS, "channels": MAX_CHANNELS, "padded_vocab_size": MAX_VOCAB,
+        }
+        for name, limit in limits.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                return f"{name} must be an integer, found {value!r}"
+            if not 0 < value <= limit:
+                return f"{name} must be in 1..{limit}, found {value}"
+        if self.channels % self.num_heads:
+            return (f"channels ({self.channels}) must be a multiple of num_heads "
+                    f"({self.num_heads})")
+        if self.padded_vocab_size < self.vocab_size:
+            return (f"padded_vocab_size ({self.padded_vocab_size}) must be >= vocab_size "
+                    f"({self.vocab_size})")
+        return None
+
+    @property
+    def head_size(self) -> int:
+        """Channels per attention head."""
+        return self.channels // self.num_heads
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of stored parameters (wte padding rows included)."""
+        return sum(math.prod(shape) for _, shape in param_shapes(self))
+
+    def as_dict(self) -> Dict[str, int]:
+        """The six fields as a plain dict."""
+        return asdict(self)
+
+    @staticmethod
+    def preset(name: str) -> "ModelConfig":
+        """The configuration of a published GPT-2 size (``gpt2``, ``gpt2-medium``, ...)."""
+        try:
+            return PRESETS[name]
+        except KeyError:
+            raise CheckpointError(
+                f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}") from None
+
+    @staticmethod
+    def custom(layers: int, heads: int, channels: int, max_seq_len: int = 1024,
+               vocab_size: int = 50257) -> "ModelConfig":
+        """A configuration of any shape; the vocabulary is padded to a multiple of 128."""
+        return ModelConfig(max_seq_len=max_seq_len, vocab_size=vocab_size, num_layers=layers,
+                           num_heads=heads, channels=channels,
+                           padded_vocab_size=_round_up(vocab_size, VOCAB_PAD_MULTIPLE))
+
+
+PRESETS: Dict[str, ModelConfig] = {
+    "gpt2": ModelConfig.custom(12, 12, 768),
+    "gpt2-medium": ModelConfig.custom(24, 16, 1024),
+    "gpt2-large": ModelConfig.custom(36, 20, 1280),
+    "gpt2-xl": ModelConfig.custom(48, 25, 1600),
+}
+
+
+def param_shapes(cfg: ModelConfig) -> List[Tuple[str, Tuple[int, ...]]]:
+    """Names and shapes of the 16 parameter tensors, in file order."""
+    L, C, Vp, T = cfg.num_layers, cfg.channels, cfg.padded_vocab_size, cfg.max_seq_len
+    return [
+        ("wte", (Vp, C)),
+        ("wpe", (T, C)),
+        ("ln1w", (L, C)),
+        ("ln1b", (L, C)),
+        ("qkvw", (L, 3 * C, C)),
+        ("qkvb", (L, 3 * C)),
+        ("attprojw", (L, C, C)),
+        ("attprojb", (L, C)),
+        ("ln2w", (L, C)),
+        ("ln2b", (L, C)),
+        ("fcw", (L, 4 * C, C)),
+        ("fcb", (L, 4 * C)),
+        ("fcprojw", (L, C, 4 * C)),
+        ("fcprojb", (L, C)),
+        ("lnfw", (C,)),
+        ("lnfb", (C,)),
+    ]
+
+
+def normalize_dtype(dtype: str) -> str:
+    """Map a dtype spelling (``fp32``, ``float32``, ``bf16``, ``bfloat16``) to ``fp32``/``bf16``."""
+    key = str(dtype).lower()
+    if key not in _DTYPE_ALIASES:
+        raise CheckpointError(f"unknown checkpoint dtype {dtype!r}; expected 'fp32' or 'bf16'")
+    return _DTYPE_ALIASES[key]
+
+
+def expected_file_bytes(cfg: ModelConfig, dtype: str) -> int:
+    """Exact size of a checkpoint file holding ``cfg`` in ``dtype``."""
+    return HEADER_BYTES + cfg.num_parameters * BYTES_PER_ELEM[normalize_dtype(dtype)]
+
+
+# --------------------------------------------------------------------------------------------
+# Random parameters
+# --------------------------------------------------------------------------------------------
+
+
+def _iter_random_params(cfg: ModelConfig, seed: int) -> Iterator[Tuple[str, np.ndarray]]:
+    """Yield GPT-2-like random tensors one at a time, in file order (deterministic in seed)."""
+    rng = np.random.default_rng(seed)
+    residual_std = 0.02 / math.sqrt(2 * cfg.num_layers)
+    for name, shape in param_shapes(cfg):
+        a = rng.standard_normal(shape, dtype=np.float32)
+        if name in ("ln1w", "ln2w", "lnfw"):
+            a *= np.float32(0.1)
+            a += np.float32(1.0)
+        elif name in ("attprojw", "fcprojw"):
+            a *= np.float32(residual_std)
+        else:
+            a *= np.float32(0.02)
+        if name == "wte":
+            a[cfg.vocab_size:] = 0.0
+        yield name, a
+
+
+def random_params(cfg: ModelConfig, seed: int = 0) -> Dict[str, np.ndarray]:
+    """GPT-2-like random float32 parameters.
+
+    Weights N(0, 0.02); residual projections (attprojw, fcprojw) N(0, 0.02/sqrt(2L)); biases
+    N(0, 0.02); LayerNorm weights 1 + N(0, 0.1); LayerNorm biases N(0, 0.02); wte padding rows 0.
+    """
+    return dict(_iter_random_params(cfg, seed))
+
+
+# --------------------------------------------------------------------------------------------
+# bf16
+# --------------------------------------------------------------------------------------------
+
+
+def f32_to_bf16_bits(a) -> np.ndarray:
+    """Round float32 values to bfloat16 (nearest, ties to even); return the uint16 bit patterns.
+
+    Infinities stay infinite, NaNs stay NaN (quiet, sign kept), overflow rounds to infinity.
+    """
+    a = np.asarray(a, dtype=np.float32)
+    bits = np.ascontiguousarray(a).reshape(-1).view(np.uint32)
+    # Wrap-around in uint32 can only happen for NaN inputs, which are replaced below.
+    rounded = bits + (np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
+    out = (rounded >> np.uint32(16)).astype(np.uint16)
+    nan = np.isnan(bits.view(np.float32))
+    if nan.any():
+        out[nan] = ((bits[nan] >> np.uint32(16)) | np.uint32(0x0040)).astype(np.uint16)
+    return out.reshape(a.shape)
+
+
+def bf16_bits_to_f32(u16) -> np.ndarray:
+    """Widen bfloat16 bit patterns (uint16) to float32 exactly."""
+    u = np.asarray(u16, dtype=np.uint16)
+    return (u.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike) -> Iterator[IO[bytes]]:
+    """Open a temporary file next to ``path`` for binary writing; on success rename it onto
+    ``path`` (atomic on POSIX), on failure remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _header(cfg: ModelConfig, version: int) -> np.ndarray:
+    h = np.zeros(HEADER_INTS, dtype="<i4")
+    h[:8] = [MAGIC, version, cfg.max_seq_len, cfg.vocab_size, cfg.num_layers, cfg.num_heads,
+             cfg.channels, cfg.padded_vocab_size]
+    return h
+
+
+def _write_tensor(f: IO[bytes], a: np.ndarray, dtype: str) -> None:
+    """Write one tensor chunk by chunk, converting to the file's element type."""
+    flat = np.asarray(a).reshape(-1)
+    for start in range(0, flat.size, _CHUNK_ELEMS):
+        chunk = flat[start:start + _CHUNK_ELEMS]
+        if dtype == "bf16":
+            data = f32_to_bf16_bits(chunk).astype("<u2", copy=False)
+        else:
+            data = np.ascontiguousarray(chunk, dtype="<f4")
+        f.write(memoryview(data).cast("B"))
+
+
+def _write_stream(path: PathLike, cfg: ModelConfig,
+                  tensors: Iterable[Tuple[str, np.ndarray]], dtype: str) -> Path:
+    """Write header then tensors (name, array) that must arrive in file order."""
+    dtype = normalize_dtype(dtype)
+    expected = param_shapes(cfg)
+    with atomic_write(path) as f:
+        f.write(_header(cfg, VERSION_BY_DTYPE[dtype]).tobytes())
+        written = 0
+        for name, a in tensors:
+            want_name, want_shape = expected[written] if written < len(expected) else (None, None)
+            if name != want_name:
+                raise CheckpointError(f"tensor {written}: expected {want_name}, found {name}")
+            if tuple(np.shape(a)) != want_shape:
+                raise CheckpointError(f"parameter {name}: expected shape {want_shape}, "
+                                      f"found {tuple(np.shape(a))}")
+            _write_tensor(f, a, dtype)
+            written += 1
+        if written != len(expected):
+            raise CheckpointError(f"expected {len(expected)} tensors, got {written}")
+    return Path(path)
+
+
+def _check_param_names(cfg: ModelConfig, params: Mapping[str, np.ndarray]) -> None:
+    expected = [n for n, _ in param_shapes(cfg)]
+    missing = [n for n in expected if n not in params]
+    extra = [n for n in params if n not in expected]
+    if missing or extra:
+        raise CheckpointError(
+            f"parameter names do not match: missing {missing}, unexpected {extra}")
+
+
+def write_checkpoint(path: PathLike, cfg: ModelConfig, params: Mapping[str, np.ndarray],
+                     dtype: str = "fp32") -> Path:
+    """Write ``params`` (the 16 tensors of :func:`param_shapes`) as an llm.c checkpoint.
+
+    ``dtype`` is ``"fp32"`` (version 3) or ``"bf16"`` (version 5, round to nearest even).
+    The file is written tensor by tensor to a temporary file and renamed into place.
+    """
+    _check_param_names(cfg, params)
+    return _write_stream(path, cfg, ((n, params[n]) for n, _ in param_shapes(cfg)), dtype)
+
+
+def make_random_checkpoint(path: PathLike, cfg: ModelConfig, dtype: str = "bf16",
+                           seed: int = 0) -> Path:
+    """Write a checkpoint of :func:`random_params` without holding all tensors in memory."""
+    return _write_stream(path, cfg, _iter_random_params(cfg, seed), dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def _raw_header(path: Path) -> Tuple[np.ndarray, int]:
+    """Return the 256 header ints and the file size; error if missing or too short."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file")
+    size = path.stat().st_size
+    if size < HEADER_BYTES:
+        raise CheckpointError(
+            f"{path}: file too short: expected at least {HEADER_BYTES} header bytes, found {size}")
+    with open(path, "rb") as f:
+        header = np.fromfile(f, dtype="<i4", count=HEADER_INTS)
+    return header, size
+
+
+def _parse_header(path: Path, header: np.ndarray, size: int) -> Tuple[ModelConfig, int]:
+    """Validate a raw header against itself and against the file size."""
+    if header[0] != MAGIC:
+        raise CheckpointError(
+            f"{path}: bad magic: expected {MAGIC} (llm.c checkpoint), found {int(header[0])}")
+    version = int(header[1])
+    if version not in DTYPE_BY_VERSION:
+        raise CheckpointError(
+            f"{path}: unsupported version: expected {VERSION_FP32} (fp32) or {VERSION_BF16} "
+            f"(bf16), found {version}")
+    fields = dict(zip(("max_seq_len", "vocab_size", "num_layers", "num_heads", "channels",
+                       "padded_vocab_size"), (int(x) for x in header[2:8])))
+    try:
+        cfg = ModelConfig(**fields)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: bad header: {e}") from None
+    expected = expected_file_bytes(cfg, DTYPE_BY_VERSION[version])
+    if size != expected:
+        raise CheckpointError(
+            f"{path}: size mismatch: header ({DTYPE_BY_VERSION[version]}, "
+            f"{cfg.num_parameters} parameters) implies {expected} bytes, found {size}")
+    return cfg, version
+
+
+def read_header(path: PathLike) -> Tuple[ModelConfig, int]:
+    """Read and fully validate a checkpoint header; return (config, version)."""
+    path = Path(path)
+    return _parse_header(path, *_raw_header(path))
+
+
+def read_checkpoint(path: PathLike) -> Tuple[ModelConfig, Dict[str, np.ndarray], str]:
+    """Read a checkpoint; return (config, float32 parameters by name, ``"fp32"``/``"bf16"``)."""
+    path = Path(path)
+    cfg, version = read_header(path)
+    dtype = DTYPE_BY_VERSION[version]
+    file_dtype = "<f4" if dtype == "fp32" else "<u2"
+    params: Dict[str, np.ndarray] = {}
+    with open(path, "rb") as f:
+        f.seek(HEADER_BYTES)
+        for name, shape in param_shapes(cfg):
+            count = math.prod(shape)
+            data = np.fromfile(f, dtype=file_dtype, count=count)
+            if data.size != count:
+                raise CheckpointError(
+                    f"{path}: truncated while reading {name}: expected {count} values, "
+                    f"found {data.size}")
+            if dtype == "bf16":
+                data = bf16_bits_to_f32(data)
+            params[name] = data.astype(np.float32, copy=False).reshape(shape)
+    return cfg, params, dtype
+
+
+def checkpoint_info(path: PathLike) -> Dict[str, object]:
+    """Describe a checkpoint for display: header fields, sizes, and whether it is valid.
+
+    Never raises for a bad file: ``ok`` is False and ``error`` holds the reason.
+    """
+    path = Path(path)
+    info: Dict[str, object] = {"path": str(path), "magic": None, "version": None, "dtype": None,
+                               **{k: None for k in ModelConfig.__dataclass_fields__},
+                               "num_parameters": None, "file_bytes": None,
+                               "expected_bytes": None, "ok": False, "error": None}
+    try:
+        header, size = _raw_header(path)
+        info["file_bytes"] = size
+        info["magic"], info["version"] = int(header[0]), int(header[1])
+        info["dtype"] = DTYPE_BY_VERSION.get(int(header[1]))
+        for key, value in zip(ModelConfig.__dataclass_fields__, header[2:8]):
+            info[key] = int(value)
+        cfg, version = _parse_header(path, header, size)
+        info["num_parameters"] = cfg.num_parameters
+        info["expected_bytes"] = expected_file_bytes(cfg, DTYPE_BY_VERSION[version])
+        info["ok"] = True
+    except CheckpointError as e:
+        info["error"] = str(e)
+        with contextlib.suppress(CheckpointError, TypeError):
+            cfg = ModelConfig(**{k: info[k] for k in ModelConfig.__dataclass_fields__})
+            info["num_parameters"] = cfg.num_parameters
+            if info["dtype"]:
+                info["expected_bytes"] = expected_file_bytes(cfg, info["dtype"])
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# Hugging Face conversion
+# --------------------------------------------------------------------------------------------
+
+# llm.c name -> (HF GPT-2 name without "h.<i>." / "transformer.", is a Conv1D (in, out) weight)
+_HF_LAYER_KEYS = {
+    "ln1w": ("ln_1.weight", False), "ln1b": ("ln_1.bias", False),
+    "qkvw": ("attn.c_attn.weight", True), "qkvb": ("attn.c_attn.bias", False),
+    "attprojw": ("attn.c_proj.weight", True), "attprojb": ("attn.c_proj.bias", False),
+    "ln2w": ("ln_2.weight", False), "ln2b": ("ln_2.bias", False),
+    "fcw": ("mlp.c_fc.weight", True), "fcb": ("mlp.c_fc.bias", False),
+    "fcprojw": ("mlp.c_proj.weight", True), "fcprojb": ("mlp.c_proj.bias", False),
+}
+_HF_GLOBAL_KEYS = {"wte": "wte.weight", "wpe": "wpe.weight", "lnfw": "ln_f.weight",
+                   "lnfb": "ln_f.bias"}
+
+
+def _load_safetensors(path: Path) -> Dict[str, np.ndarray]:
+    """Load all tensors of a safetensors file, names stripped of a ``transformer.`` prefix."""
+    try:
+        from safetensors.numpy import load_file
+    except ImportError:
+        raise CheckpointError(
+            "converting Hugging Face weights needs the safetensors package: "
+            "pip install safetensors") from None
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: cannot load safetensors file: {e}") from None
+    return {k[len("transformer."):] if k.startswith("transformer.") else k: v
+            for k, v in tensors.items()}
+
+
+def _hf_tensor(tensors: Mapping[str, np.ndarray], key: str, src: Path,
+               shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:
+    """One HF tensor as float32, checked against ``shape`` when given."""
+    if key not in tensors:
+        raise CheckpointError(f"{src}: Hugging Face tensor {key!r} not found")
+    t = np.asarray(tensors[key], dtype=np.float32)
+    if shape is not None and t.shape != shape:
+        raise CheckpointError(f"{src}: tensor {key!r}: expected shape {shape}, found {t.shape}")
+    return t
+
+
+def _hf_config(tensors: Mapping[str, np.ndarray], hf_cfg: Mapping[str, object], src: Path,
+               max_seq_len: Optional[int], num_heads: Optional[int]) -> ModelConfig:
+    """Build the ModelConfig from config.json values, falling back to tensor shapes."""
+    vocab, channels = _hf_tensor(tensors, "wte.weight", src).shape
+    positions = _hf_tensor(tensors, "wpe.weight", src).shape[0]
+    layer_ids = {k.split(".")[1] for k in tensors if k.startswith("h.")}
+    layers = int(hf_cfg.get("n_layer", len(layer_ids)))
+    channels = int(hf_cfg.get("n_embd", channels))
+    vocab = int(hf_cfg.get("vocab_size", vocab))
+    positions = int(hf_cfg.get("n_positions", hf_cfg.get("n_ctx", positions)))
+    # GPT-2 uses 64 channels per head; config.json (or num_heads) overrides that guess.
+    heads = int(num_heads or hf_cfg.get("n_head", max(channels // 64, 1)))
+    if max_seq_len is not None:
+        if not 0 < max_seq_len <= positions:
+            raise CheckpointError(
+                f"{src}: max_seq_len must be in 1..{positions} (n_positions), found {max_seq_len}")
+        positions = max_seq_len
+    return ModelConfig.custom(layers, heads, channels, max_seq_len=positions, vocab_size=vocab)
+
+
+def _iter_hf_params(tensors: Mapping[str, np.ndarray], cfg: ModelConfig,
+                    src: Path) -> Iterator[Tuple[str, np.ndarray]]:
+    """Yield llm.c tensors in file order, built from HF tensors (transposed, padded, cut)."""
+    C, V, T = cfg.channels, cfg.vocab_size, cfg.max_seq_len
+    for name, shape in param_shapes(cfg):
+        if name == "wte":
+            out = np.zeros(shape, dtype=np.float32)
+            out[:V] = _hf_tensor(tensors, "wte.weight", src, (V, C))
+        elif name == "wpe":
+            out = _hf_tensor(tensors, "wpe.weight", src)[:T]
+        elif name in _HF_GLOBAL_KEYS:
+            out = _hf_tensor(tensors, _HF_GLOBAL_KEYS[name], src, shape)
+        else:
+            hf_key, conv = _HF_LAYER_KEYS[name]
+            hf_shape = shape[1:][::-1] if conv else shape[1:]
+            out = np.empty(shape, dtype=np.float32)
+            for i in range(cfg.num_layers):
+                t = _hf_tensor(tensors, f"h.{i}.{hf_key}", src, hf_shape)
+                out[i] = t.T if conv else t
+        yield name, out
+
+
+def convert_hf(src: PathLike, dst: PathLike, dtype: str = "fp32",
+               max_seq_len: Optional[int] = None, num_heads: Optional[int] = None) -> ModelConfig:
+    """Convert Hugging Face GPT-2 weights to an llm.c checkpoint; return the config written.
+
+    ``src`` is a directory holding ``model.safetensors`` (and normally ``config.json``) or a
+    ``.safetensors`` file (a ``config.json`` beside it is used if present). Conv1D weights are
+    transposed to (out, in), wte is zero-padded to a multiple of 128 rows, and wpe is cut to
+    ``max_seq_len`` rows when given. Without config.json the shape comes from the tensors and
+    the head count from ``num_heads`` (default: channels / 64, as in all GPT-2 sizes).
+    """
+    src = Path(src)
+    if src.is_dir():
+        st_path, cfg_path = src / "model.safetensors", src / "config.json"
+    else:
+        st_path, cfg_path = src, src.parent / "config.json"
+    if not st_path.is_file():
+        raise CheckpointError(f"{st_path}: safetensors file not found")
+    hf_cfg: Dict[str, object] = {}
+    if cfg_path.is_file():
+        try:
+            hf_cfg = json.loads(cfg_path.read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{cfg_path}: cannot read config.json: {e}") from None
+    tensors = _load_safetensors(st_path)
+    cfg = _hf_config(tensors, hf_cfg, st_path, max_seq_len, num_heads)
+    _write_stream(dst, cfg, _iter_hf_params(tensors, cfg, st_path), dtype)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# Default (synthetic) model
+# --------------------------------------------------------------------------------------------
+
+DEFAULT_MODEL_CONFIG = PRESETS["gpt2"]
+DEFAULT_MODEL_SEED = 0
+
+
+def gpt2driver_home() -> Path:
+    """``$GPT2DRIVER_HOME``, default ``~/.cache/gpt2driver`` (read at each call)."""
+    return Path(os.environ.get("GPT2DRIVER_HOME") or "~/.cache/gpt2driver").expanduser()
+
+
+def model_dir() -> Path:
+    """Directory of the generated default models (``$GPT2DRIVER_HOME/models``)."""
+    return gpt2driver_home() / "models"
+
+
+#: The model directory as resolved at import time; :func:`model_dir` re-reads the environment.
+DEFAULT_MODEL_DIR = model_dir()
+
+
+def precision_dtype(precision: str) -> str:
+    """Checkpoint dtype for a build precision: bf16 for BF16/FP16 builds, fp32 for FP32."""
+    key = str(precision).lower()
+    if key in ("bf16", "fp16", "bfloat16", "float16"):
+        return "bf16"
+    if key in ("fp32", "float32"):
+        return "fp32"
+    raise CheckpointError(f"unknown precision {precision!r}; expected BF16, FP16 or FP32")
+
+
+def default_model_path(precision: str) -> Path:
+    """Path of the synthetic GPT-2 124M checkpoint used when no checkpoint is given."""
+    return model_dir() / f"gpt2_124M_random_{precision_dtype(precision)}.bin"
+
+
+def ensure_default_model(precision: str) -> Path:
+    """Return :func:`default_model_path`, generating the file first if it is missing or bad."""
+    path = default_model_path(precision)
+    dtype = precision_dtype(precision)
+    try:
+        cfg, version = read_header(path)
+        if cfg == DEFAULT_MODEL_CONFIG and version == VERSION_BY_DTYPE[dtype]:
+            return path
+    except CheckpointError:
+        pass
+    return make_random_checkpoint(path, DEFAULT_MODEL_CONFIG, dtype=dtype,
+                                  seed=DEFAULT_MODEL_SEED)
