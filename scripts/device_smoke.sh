@@ -6,7 +6,7 @@ trap 'tar czf "$FINAL/logs.tgz" -C "$OUT" .' EXIT
 CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 echo "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader) cc=$CC"
 export PYTHONUNBUFFERED=1
-for P in BF16 FP32; do
+for P in BF16 FP32 FP16; do
   make GPU_COMPUTE_CAPABILITY=$CC PRECISION=$P -j16 >"$OUT/build_$P.log" 2>&1 || { tail -30 "$OUT/build_$P.log"; exit 1; }
 done
 mkdir -p models
@@ -16,8 +16,8 @@ make_random_checkpoint("models/gpt2_bf16.bin", ModelConfig.preset("gpt2"), dtype
 make_random_checkpoint("models/gpt2_fp32.bin", ModelConfig.preset("gpt2"), dtype="fp32", seed=0)
 PY
 TK=.data/gpt2_tokenizer.bin
-for P in bf16 fp32; do
-  B=build/sm${CC}_$P; M=models/gpt2_$P.bin
+for P in bf16 fp32 fp16; do
+  B=build/sm${CC}_$P; M=models/gpt2_$P.bin; [ $P = fp16 ] && M=models/gpt2_fp32.bin
   $B/validate -e $M -b 2 -g 64 --prompt-len 7 -q > "$OUT/validate_$P.txt" 2>&1; echo "validate $P rc=$?"
   grep vsummary "$OUT/validate_$P.txt"
 done
@@ -37,6 +37,23 @@ for Bn in 1 4 16; do
     echo "$prog B=$Bn rc=$? $(grep -o 'timing.*' "$OUT/bench_${prog}_b$Bn.txt")"
   done
 done
-for flag in --no-graph --no-gemv --no-fused --no-split-attn; do
+for flag in --no-graph --no-gemv --no-fused --no-split-attn --no-pdl; do
   $B/optimized -e $M -b 1 -g 512 --repeat 3 -q $flag > "$OUT/ablate$flag.txt" 2>&1; echo "optimized $flag B=1 $(grep -o 'tokens_per_s=[0-9.e+]*' "$OUT/ablate$flag.txt" | tail -1)"
+done
+for Bn in 1 16; do
+timeout 180 ncu --nvtx --nvtx-include "MEASURE@decode/" --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed --csv --print-units base $B/profile -e $M -b $Bn --steps 1 --warmup 4 -q > "$OUT/ncu_b$Bn.csv" 2>"$OUT/ncu_b$Bn.err"; echo "ncu B=$Bn rc=$?"
+python3 - "$OUT/ncu_b$Bn.csv" <<'PY'
+import csv,sys,collections
+rows=[r for r in csv.reader(open(sys.argv[1])) if len(r)>10]
+if not rows: print("no ncu rows"); sys.exit()
+h=rows[0]; ki=h.index("Kernel Name"); mi=h.index("Metric Name"); vi=h.index("Metric Value")
+t=collections.defaultdict(float); n=collections.Counter(); bw=collections.defaultdict(float)
+for r in rows[1:]:
+    k=r[ki].split("(")[0].split("<")[0][-40:]
+    if r[mi]=="gpu__time_duration.sum": t[k]+=float(r[vi].replace(",","")); n[k]+=1
+    else: bw[k]+=float(r[vi].replace(",",""))
+tot=sum(t.values())
+for k,v in sorted(t.items(),key=lambda x:-x[1]): print(f"{k:42s} n={n[k]:3d} {v/1e3:8.1f} us {100*v/tot:5.1f}% dram {bw[k]/n[k]:5.1f}%")
+print(f"kernel sum {tot/1e3:.1f} us")
+PY
 done

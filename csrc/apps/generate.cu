@@ -6,6 +6,7 @@
 #include "../common/check.h"
 #include "../engine/protocol.h"
 #include "../engine/session.h"
+#include "../kernels/pdl.cuh"
 
 namespace gd {
 
@@ -22,6 +23,7 @@ int generate_main(Program program, int argc, char** argv) {
     Variant v = program == Program::Naive    ? variant_naive()
                 : program == Program::KVOnly ? variant_kvonly()
                                              : variant_optimized(a.use_graph, a.use_gemv, a.use_fused, a.use_split_attn);
+    set_pdl_enabled(a.use_pdl);
     const int P = (int)s.prompt.size();
     // naive recomputes up to P+gen-1 positions; the cached variants prefill P at most.
     int max_chunk = v.use_cache ? P : P + a.gen - 1;

@@ -76,7 +76,8 @@ void usage(Program p) {
         printf("       --no-graph          no CUDA graph for the decode step\n"
                "       --no-gemv           cuBLAS instead of the small-batch matrix-vector kernels\n"
                "       --no-fused          separate bias / GELU / residual kernels\n"
-               "       --no-split-attn     one block per head for decode attention\n");
+               "       --no-split-attn     one block per head for decode attention\n"
+               "       --no-pdl            no programmatic dependent launch (sm_90)\n");
     if (p == Program::Validate)
         printf("       --variants LIST     cached variants to check                  [kvonly,optimized]\n"
                "       --max-abs F         max |logit difference| allowed           [by precision]\n"
@@ -184,6 +185,7 @@ Args parse_args(Program program, int argc, char** argv) {
         else if (program == Program::Optimized && f == "--no-gemv") a.use_gemv = false;
         else if (program == Program::Optimized && f == "--no-fused") a.use_fused = false;
         else if (program == Program::Optimized && f == "--no-split-attn") a.use_split_attn = false;
+        else if (program == Program::Optimized && f == "--no-pdl") a.use_pdl = false;
         else if (program == Program::Validate && f == "--variants") a.variants = split_commas(val());
         else if (program == Program::Validate && f == "--max-abs") a.max_abs = parse_float("--max-abs", val());
         else if (program == Program::Validate && f == "--max-rmse") a.max_rmse = parse_float("--max-rmse", val());

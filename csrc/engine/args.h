@@ -18,7 +18,7 @@ struct Args {
     unsigned long long seed = 1337;
     bool quiet = false;
     // optimized: ablation switches
-    bool use_graph = true, use_gemv = true, use_fused = true, use_split_attn = true;
+    bool use_graph = true, use_gemv = true, use_fused = true, use_split_attn = true, use_pdl = true;
     // validate
     std::vector<std::string> variants{"kvonly", "optimized"};
     float max_abs = -1, max_rmse = -1, min_match = -1;  // < 0: precision default

@@ -183,6 +183,7 @@ Runner::Runner(const ModelConfig& cfg, const Weights& w, Variant v, int B, int m
     lnf_ = (floatX*)alloc(a.lnf, sizeof(floatX), "activations");
     logits_ = (float*)alloc(a.logits, sizeof(float), "logits");
     attn_scratch_ = a.scratch ? (float*)alloc(a.scratch, sizeof(float), "attention scratch") : nullptr;
+    if (attn_scratch_) CUDA_CHECK(cudaMemset(attn_scratch_, 0, a.scratch * sizeof(float)));
     d_pos_ = (int*)alloc(1, sizeof(int), "position");
     kcache_ = (floatX*)device_alloc(a.kv * sizeof(floatX), "the KV cache");
     vcache_ = (floatX*)device_alloc(a.kv * sizeof(floatX), "the KV cache");
@@ -212,11 +213,28 @@ void Runner::linear(floatX* out, const floatX* inp, const floatX* w, const float
     if (residual && !fuse_res) residual_forward(out, tmp_, (size_t)M * N, stream_);
 }
 
+bool Runner::use_decode_kernels(int M) const {
+    const int C = cfg_.channels;
+    return v_.gemv && v_.fused && decode_linear_supported(M, 3 * C, C) && decode_linear_supported(M, C, 4 * C) &&
+           decode_linear_supported(M, cfg_.padded_vocab, C);
+}
+
+void Runner::attention(floatX* kc, floatX* vc, int T) {
+    const int B = B_, NH = cfg_.num_heads, HS = cfg_.channels / NH, maxT = cfg_.max_seq_len;
+    if (T == 1 && v_.split_attn)
+        attention_decode_split(atty_, qkv_, kc, vc, d_pos_, attn_scratch_, B, NH, HS, maxT, stream_);
+    else
+        attention_forward(atty_, qkv_, kc, vc, d_pos_, B, T, NH, HS, maxT, stream_);
+}
+
 void Runner::forward(int T) {
     if (T < 1 || T > max_chunk_) GD_FAIL(EXIT_CUDA, "internal: chunk of %d tokens exceeds %d", T, max_chunk_);
     const int B = B_, C = cfg_.channels, L = cfg_.num_layers, NH = cfg_.num_heads, HS = C / NH;
     const int maxT = cfg_.max_seq_len, M = B * T;
     const size_t CC = (size_t)C * C;
+    // Decode steps of 16-bit builds: tensor-core products with LayerNorm, bias, GELU, residual and the
+    // KV-cache store fused in (5 kernels per layer).
+    const bool fast = T == 1 && use_decode_kernels(M);
     stage_begin("embedding");
     embedding_forward(x_, tokens_, w_.wte, w_.wpe, d_pos_, B, T, C, maxT, stream_);
     stage_end();
@@ -228,32 +246,69 @@ void Runner::forward(int T) {
         }
         floatX* kc = kcache_ + (size_t)l * B * maxT * C;
         floatX* vc = vcache_ + (size_t)l * B * maxT * C;
-        stage_begin("ln1");
-        layernorm_forward(ln_, x_, w_.ln1w + l * C, w_.ln1b + l * C, M, C, 1, 0, stream_);
-        stage_end();
-        stage_begin("qkv");
-        linear(qkv_, ln_, w_.qkvw + l * 3 * CC, w_.qkvb + l * 3 * C, M, 3 * C, C, false, false);
-        stage_end();
-        stage_begin("attn");
-        kv_store(kc, vc, qkv_, d_pos_, B, T, NH, HS, maxT, stream_);
-        if (T == 1 && v_.split_attn)
-            attention_decode_split(atty_, qkv_, kc, vc, d_pos_, attn_scratch_, B, NH, HS, maxT, stream_);
-        else
-            attention_forward(atty_, qkv_, kc, vc, d_pos_, B, T, NH, HS, maxT, stream_);
-        stage_end();
-        stage_begin("attproj");
-        linear(x_, atty_, w_.attprojw + l * CC, w_.attprojb + l * C, M, C, C, false, true);
-        stage_end();
-        stage_begin("ln2");
-        layernorm_forward(ln_, x_, w_.ln2w + l * C, w_.ln2b + l * C, M, C, 1, 0, stream_);
-        stage_end();
-        stage_begin("fc");
-        linear(fch_, ln_, w_.fcw + l * 4 * CC, w_.fcb + l * 4 * C, M, 4 * C, C, true, false);
-        stage_end();
-        stage_begin("fcproj");
-        linear(x_, fch_, w_.fcprojw + l * 4 * CC, w_.fcprojb + l * C, M, C, 4 * C, false, true);
-        stage_end();
+        const floatX *qkvw = w_.qkvw + l * 3 * CC, *qkvb = w_.qkvb + l * 3 * C;
+        const floatX *attprojw = w_.attprojw + l * CC, *attprojb = w_.attprojb + l * C;
+        const floatX *fcw = w_.fcw + l * 4 * CC, *fcb = w_.fcb + l * 4 * C;
+        const floatX *fcprojw = w_.fcprojw + l * 4 * CC, *fcprojb = w_.fcprojb + l * C;
+        const floatX *ln1w = w_.ln1w + l * C, *ln1b = w_.ln1b + l * C, *ln2w = w_.ln2w + l * C, *ln2b = w_.ln2b + l * C;
+        if (fast) {
+            DecodeEpilogue qe;
+            qe.bias = qkvb, qe.ln_w = ln1w, qe.ln_b = ln1b, qe.kcache = kc, qe.vcache = vc, qe.d_pos = d_pos_;
+            qe.C = C, qe.NH = NH, qe.maxT = maxT;
+            stage_begin("qkv");
+            decode_linear(qkv_, x_, qkvw, M, 3 * C, C, qe, stream_);
+            stage_end();
+            stage_begin("attn");
+            attention(kc, vc, T);
+            stage_end();
+            DecodeEpilogue pe;
+            pe.bias = attprojb, pe.accumulate = true;
+            stage_begin("attproj");
+            decode_linear(x_, atty_, attprojw, M, C, C, pe, stream_);
+            stage_end();
+            DecodeEpilogue fe;
+            fe.bias = fcb, fe.gelu = true, fe.ln_w = ln2w, fe.ln_b = ln2b;
+            stage_begin("fc");
+            decode_linear(fch_, x_, fcw, M, 4 * C, C, fe, stream_);
+            stage_end();
+            DecodeEpilogue re;
+            re.bias = fcprojb, re.accumulate = true;
+            stage_begin("fcproj");
+            decode_linear(x_, fch_, fcprojw, M, C, 4 * C, re, stream_);
+            stage_end();
+        } else {
+            stage_begin("ln1");
+            layernorm_forward(ln_, x_, ln1w, ln1b, M, C, 1, 0, stream_);
+            stage_end();
+            stage_begin("qkv");
+            linear(qkv_, ln_, qkvw, qkvb, M, 3 * C, C, false, false);
+            stage_end();
+            stage_begin("attn");
+            kv_store(kc, vc, qkv_, d_pos_, B, T, NH, HS, maxT, stream_);
+            attention(kc, vc, T);
+            stage_end();
+            stage_begin("attproj");
+            linear(x_, atty_, attprojw, attprojb, M, C, C, false, true);
+            stage_end();
+            stage_begin("ln2");
+            layernorm_forward(ln_, x_, ln2w, ln2b, M, C, 1, 0, stream_);
+            stage_end();
+            stage_begin("fc");
+            linear(fch_, ln_, fcw, fcb, M, 4 * C, C, true, false);
+            stage_end();
+            stage_begin("fcproj");
+            linear(x_, fch_, fcprojw, fcprojb, M, C, 4 * C, false, true);
+            stage_end();
+        }
         if (timer) timer->pop_range();
+    }
+    if (fast) {
+        DecodeEpilogue le;
+        le.ln_w = w_.lnfw, le.ln_b = w_.lnfb;
+        stage_begin("logits");
+        decode_logits(logits_, x_, w_.wte, B, cfg_.padded_vocab, C, le, stream_);
+        stage_end();
+        return;
     }
     stage_begin("lnf");
     layernorm_forward(lnf_, x_, w_.lnfw, w_.lnfb, B, C, T, T - 1, stream_);

@@ -87,6 +87,8 @@ private:
     void stage_begin(const char* n) { if (timer) timer->begin(n, stream_); }
     void stage_end() { if (timer) timer->end(stream_); }
     void record_decode(bool sample, const SamplingParams& sp);
+    bool use_decode_kernels(int M) const;
+    void attention(floatX* kc, floatX* vc, int T);
 
     ModelConfig cfg_;
     const Weights& w_;

@@ -5,6 +5,7 @@
 #include "../common/check.h"
 #include "common.cuh"
 #include "kernels.cuh"
+#include "pdl.cuh"
 
 namespace gd {
 
@@ -100,13 +101,17 @@ __global__ void attention_kernel(floatX* out, const floatX* qkv, const floatX* k
     for (int d = 0; d < D; d++) o[d] = from_f<floatX>(st.acc[d] / st.l);
 }
 
-// Split decode: block (split, h, b) of kWarps warps covers keys [split*kKeysPerSplit, ...), each warp a slice.
+// Split decode: block (split, h, b) of kSplitWarps warps covers keys [split*kKeysPerSplit, ...), each warp a
+// slice; the block writes its partial (max, normaliser, output) and the last block of a head to finish
+// (counted with an atomic ticket, reset after use so graph replays start from zero) merges them all.
 constexpr int kKeysPerSplit = 64, kSplitWarps = 4;
 
 template <int D>
-__global__ void attention_split_kernel(float* part, const floatX* qkv, const floatX* kc, const floatX* vc,
-                                       const int* d_pos, int NH, int maxT, int nsplit) {
+__global__ void attention_split_kernel(floatX* out, float* part, int* tickets, const floatX* qkv, const floatX* kc,
+                                       const floatX* vc, const int* d_pos, int NH, int maxT, int nsplit) {
     constexpr int HS = 32 * D;
+    pdl_wait();
+    pdl_launch_dependents();
     int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z, C = NH * HS;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int len = *d_pos + 1;
@@ -120,6 +125,7 @@ __global__ void attention_split_kernel(float* part, const floatX* qkv, const flo
     if (w0 < w1) attend_range<D>(st, q, kc + head, vc + head, w0, w1, lane);
     // merge the warps through shared memory
     __shared__ float sm_m[kSplitWarps], sm_l[kSplitWarps], sm_acc[kSplitWarps][HS];
+    __shared__ int ticket;
     if (lane == 0) {
         sm_m[warp] = st.m;
         sm_l[warp] = st.l;
@@ -127,7 +133,7 @@ __global__ void attention_split_kernel(float* part, const floatX* qkv, const flo
 #pragma unroll
     for (int d = 0; d < D; d++) sm_acc[warp][lane * D + d] = st.acc[d];
     __syncthreads();
-    float* dst = part + (((size_t)b * NH + h) * nsplit + split) * (HS + 2);
+    float* base = part + ((size_t)b * NH + h) * nsplit * (HS + 2);
     if (warp == 0) {
         float m = -FLT_MAX;
         for (int w = 0; w < kSplitWarps; w++) m = fmaxf(m, sm_m[w]);
@@ -138,32 +144,33 @@ __global__ void attention_split_kernel(float* part, const floatX* qkv, const flo
 #pragma unroll
             for (int d = 0; d < D; d++) acc[d] += sm_acc[w][lane * D + d] * c;
         }
+        float* dst = base + split * (HS + 2);
         if (lane == 0) {
             dst[0] = m;
             dst[1] = l;
         }
 #pragma unroll
         for (int d = 0; d < D; d++) dst[2 + lane * D + d] = acc[d];
+        __threadfence();
+        if (lane == 0) ticket = atomicAdd(&tickets[b * NH + h], 1);
     }
-}
-
-template <int D>
-__global__ void attention_combine_kernel(floatX* out, const float* part, const int* d_pos, int NH, int nsplit) {
-    constexpr int HS = 32 * D;
-    int h = blockIdx.x, b = blockIdx.y, lane = threadIdx.x;
-    int used = min(nsplit, (*d_pos + 1 + kKeysPerSplit - 1) / kKeysPerSplit);
-    const float* src = part + ((size_t)b * NH + h) * nsplit * (HS + 2);
+    __syncthreads();
+    if (ticket != nsplit - 1 || warp != 0) return;
+    // last block of this head: merge the used splits
+    if (lane == 0) tickets[b * NH + h] = 0;
+    int used = min(nsplit, (len + kKeysPerSplit - 1) / kKeysPerSplit);
     float m = -FLT_MAX;
-    for (int s = 0; s < used; s++) m = fmaxf(m, src[s * (HS + 2)]);
+    for (int sp = 0; sp < used; sp++) m = fmaxf(m, __ldcg(base + sp * (HS + 2)));
     float l = 0.f, acc[D] = {};
-    for (int s = 0; s < used; s++) {
-        const float* p = src + s * (HS + 2);
-        float c = p[1] > 0.f ? __expf(p[0] - m) : 0.f;
-        l += p[1] * c;
+    for (int sp = 0; sp < used; sp++) {
+        const float* p = base + sp * (HS + 2);
+        float pl = __ldcg(p + 1);
+        float c = pl > 0.f ? __expf(__ldcg(p) - m) : 0.f;
+        l += pl * c;
 #pragma unroll
-        for (int d = 0; d < D; d++) acc[d] += p[2 + lane * D + d] * c;
+        for (int d = 0; d < D; d++) acc[d] += __ldcg(p + 2 + lane * D + d) * c;
     }
-    floatX* o = out + (size_t)b * NH * HS + h * HS + lane * D;
+    floatX* o = out + (size_t)b * C + h * HS + lane * D;
 #pragma unroll
     for (int d = 0; d < D; d++) o[d] = from_f<floatX>(acc[d] / l);
 }
@@ -192,19 +199,18 @@ void attention_forward(floatX* out, const floatX* qkv, const floatX* kcache, con
 }
 
 size_t attention_split_scratch(int B, int NH, int HS, int maxT) {
-    return (size_t)B * NH * ceil_div(maxT, kKeysPerSplit) * (HS + 2);
+    // partials, then one int ticket per head (zeroed by the caller once)
+    return (size_t)B * NH * ceil_div(maxT, kKeysPerSplit) * (HS + 2) + (size_t)B * NH;
 }
 
 void attention_decode_split(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache,
                             const int* d_pos, float* scratch, int B, int NH, int HS, int maxT, cudaStream_t s) {
     check_hs(HS);
     int nsplit = ceil_div(maxT, kKeysPerSplit);
+    int* tickets = reinterpret_cast<int*>(scratch + (size_t)B * NH * nsplit * (HS + 2));
     dim3 grid(nsplit, NH, B);
-    GD_HS_DISPATCH(HS, (attention_split_kernel<D><<<grid, kSplitWarps * 32, 0, s>>>(scratch, qkv, kcache, vcache,
-                                                                                    d_pos, NH, maxT, nsplit)));
-    CUDA_CHECK_LAUNCH();
-    GD_HS_DISPATCH(HS, (attention_combine_kernel<D><<<dim3(NH, B), 32, 0, s>>>(out, scratch, d_pos, NH, nsplit)));
-    CUDA_CHECK_LAUNCH();
+    GD_HS_DISPATCH(HS, (launch_pdl(attention_split_kernel<D>, grid, dim3(kSplitWarps * 32), 0, s, out, scratch,
+                                   tickets, qkv, kcache, vcache, d_pos, NH, maxT, nsplit)));
 }
 
 }  // namespace gd

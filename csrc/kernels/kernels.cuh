@@ -30,6 +30,23 @@ void gemv_forward(floatX* out, const floatX* inp, const floatX* w, const floatX*
                   bool accumulate, cudaStream_t s);
 void gemv_logits(float* out, const floatX* inp, const floatX* w, int M, int N, int K, cudaStream_t s);
 
+// linear_mma.cu (16-bit builds): decode products on tensor cores for M <= 16 with fused prologue/epilogue.
+struct DecodeEpilogue {
+    const floatX* bias = nullptr;
+    bool gelu = false;
+    bool accumulate = false;                            // out += result (residual stream)
+    const floatX *ln_w = nullptr, *ln_b = nullptr;      // LayerNorm the input rows first
+    floatX *kcache = nullptr, *vcache = nullptr;        // QKV: columns [C, 3C) go to the cache at *d_pos
+    const int* d_pos = nullptr;
+    int C = 0, NH = 0, maxT = 0;
+};
+size_t decode_linear_smem(int M, int K);
+bool decode_linear_supported(int M, int N, int K);
+void decode_linear(floatX* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,
+                   cudaStream_t s);
+void decode_logits(float* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,
+                   cudaStream_t s);
+
 // elementwise.cu
 void gelu_forward(floatX* x, size_t n, cudaStream_t s);                   // in place, tanh approximation
 void residual_forward(floatX* x, const floatX* y, size_t n, cudaStream_t s);  // x += y
@@ -40,7 +57,8 @@ void kv_store(floatX* kcache, floatX* vcache, const floatX* qkv, const int* d_po
 // Causal attention of the chunk's T queries over cache positions [0, pos+i]: one warp per query.
 void attention_forward(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache, const int* d_pos,
                        int B, int T, int NH, int HS, int maxT, cudaStream_t s);
-// One query per row (T = 1) with the keys split over blocks, then merged. scratch: attention_split_scratch floats.
+// One query per row (T = 1) with the keys split over blocks, then merged. scratch: attention_split_scratch
+// floats, zeroed once before first use.
 size_t attention_split_scratch(int B, int NH, int HS, int maxT);
 void attention_decode_split(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache,
                             const int* d_pos, float* scratch, int B, int NH, int HS, int maxT, cudaStream_t s);

@@ -1,0 +1,256 @@
+// Decode products on tensor cores for 16-bit builds: out[M,N] = f(inp[M,K]) @ w[N,K]^T with M <= 16.
+// One block (8 warps) owns 16 output features; its warps split K. Each mma.m16n8k16 takes a 16x16 weight
+// tile as A and 16 x 8 batch rows of the input as B. K is permuted inside every 32-wide step (the sum does
+// not care about the order), so that each thread's A fragment is one 16-byte load of a weight row and its
+// B fragment one 16-byte load of an input row: the weights stream with full-width loads, read once per step.
+// Fused: LayerNorm of the input rows (prologue), bias, GELU, residual add and the KV-cache store (epilogue).
+#include <cstdint>
+
+#include "../common/check.h"
+#include "common.cuh"
+#include "kernels.cuh"
+#include "pdl.cuh"
+
+namespace gd {
+
+#if !defined(PRECISION_FP32)
+
+namespace {
+
+constexpr int kWarps = 8, kThreads = kWarps * 32, kTileN = 16, kUnroll = 4;
+
+__device__ __forceinline__ int4 load_weights(const floatX* p) {
+    int4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
+__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    __trap();  // never launched: decode_linear_supported() is false below sm_80
+#elif defined(PRECISION_BF16)
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
+}
+
+int max_smem_optin() {
+    static int v = -1;
+    if (v < 0) {
+        int dev = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    }
+    return v;
+}
+
+bool has_mma16816() {  // mma.m16n8k16 with 16-bit inputs needs sm_80
+    static int v = -1;
+    if (v < 0) {
+        int dev = 0, major = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        v = major >= 8;
+    }
+    return v;
+}
+
+template <typename T>
+__device__ __forceinline__ void store_out(T* p, float v) { *p = from_f<T>(v); }
+
+// NT batch tiles of 8 rows (M <= 8 * NT). Input rows are staged in shared memory, padded by 16 bytes per
+// row so the 8 rows read together fall in different banks.
+template <int NT, typename OutT>
+__global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const floatX* inp, const floatX* w, int M,
+                                                              int N, int K, DecodeEpilogue e) {
+    extern __shared__ __align__(16) uint8_t smem_raw[];
+    floatX* xs = reinterpret_cast<floatX*>(smem_raw);
+    const int ldx = K + 8;
+    float* red = reinterpret_cast<float*>(smem_raw + (size_t)8 * NT * ldx * sizeof(floatX));  // [warps][16][8NT]
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int n0 = blockIdx.x * kTileN;
+    const floatX* wlo = w + (size_t)(n0 + g) * K + 8 * t;
+    const floatX* whi = wlo + (size_t)8 * K;
+
+    // Warm L2 with this block's weight tile before waiting for the previous kernel.
+    const int lines = K / 64;  // 128-byte lines per weight row
+    for (int i = threadIdx.x; i < kTileN * lines; i += kThreads) {
+        const floatX* p = w + (size_t)(n0 + i / lines) * K + (i % lines) * 64;
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+    }
+    pdl_wait();
+    pdl_launch_dependents();
+
+    // Stage the input rows (LayerNorm'd when asked); rows M..8NT-1 are zero.
+    for (int m = warp; m < 8 * NT; m += kWarps) {
+        floatX* dst = xs + (size_t)m * ldx;
+        if (m >= M) {
+            for (int k = lane * kVec; k < K; k += 32 * kVec) *reinterpret_cast<int4*>(dst + k) = make_int4(0, 0, 0, 0);
+            continue;
+        }
+        const floatX* src = inp + (size_t)m * K;
+        if (!e.ln_w) {
+            for (int k = lane * kVec; k < K; k += 32 * kVec)
+                *reinterpret_cast<int4*>(dst + k) = *reinterpret_cast<const int4*>(src + k);
+            continue;
+        }
+        float s = 0.f;
+        for (int k = lane * kVec; k < K; k += 32 * kVec) {
+            VecX v = *reinterpret_cast<const VecX*>(src + k);
+#pragma unroll
+            for (int j = 0; j < kVec; j++) s += to_f(v.v[j]);
+        }
+        const float mean = warp_sum(s) / K;
+        float var = 0.f;
+        for (int k = lane * kVec; k < K; k += 32 * kVec) {
+            VecX v = *reinterpret_cast<const VecX*>(src + k);
+#pragma unroll
+            for (int j = 0; j < kVec; j++) {
+                float d = to_f(v.v[j]) - mean;
+                var += d * d;
+            }
+        }
+        const float rstd = rsqrtf(warp_sum(var) / K + 1e-5f);
+        for (int k = lane * kVec; k < K; k += 32 * kVec) {
+            VecX v = *reinterpret_cast<const VecX*>(src + k);
+            VecX gw = *reinterpret_cast<const VecX*>(e.ln_w + k);
+            VecX gb = *reinterpret_cast<const VecX*>(e.ln_b + k);
+            VecX o;
+#pragma unroll
+            for (int j = 0; j < kVec; j++)
+                o.v[j] = from_f<floatX>((to_f(v.v[j]) - mean) * rstd * to_f(gw.v[j]) + to_f(gb.v[j]));
+            *reinterpret_cast<VecX*>(dst + k) = o;
+        }
+    }
+    __syncthreads();
+
+    float c[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
+    const int steps = K / 32;
+    for (int s0 = warp; s0 < steps; s0 += kWarps * kUnroll) {
+        int4 alo[kUnroll], ahi[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; u++) {
+            int s = s0 + u * kWarps;
+            if (s < steps) {
+                alo[u] = load_weights(wlo + s * 32);
+                ahi[u] = load_weights(whi + s * 32);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; u++) {
+            int s = s0 + u * kWarps;
+            if (s < steps) {
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    int4 b = *reinterpret_cast<const int4*>(xs + (size_t)(nt * 8 + g) * ldx + s * 32 + 8 * t);
+                    mma16816(c[nt], alo[u].x, ahi[u].x, alo[u].y, ahi[u].y, b.x, b.y);
+                    mma16816(c[nt], alo[u].z, ahi[u].z, alo[u].w, ahi[u].w, b.z, b.w);
+                }
+            }
+        }
+    }
+    // c[nt]: (feature g, batch nt*8+2t), (g, +1), (feature g+8, batch nt*8+2t), (g+8, +1)
+    constexpr int MB = 8 * NT;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        float* r = red + (size_t)warp * kTileN * MB;
+        r[g * MB + nt * 8 + 2 * t] = c[nt][0];
+        r[g * MB + nt * 8 + 2 * t + 1] = c[nt][1];
+        r[(g + 8) * MB + nt * 8 + 2 * t] = c[nt][2];
+        r[(g + 8) * MB + nt * 8 + 2 * t + 1] = c[nt][3];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < kTileN * MB; i += kThreads) {
+        int f = i / MB, m = i % MB;
+        if (m >= M) continue;
+        float v = 0.f;
+#pragma unroll
+        for (int wi = 0; wi < kWarps; wi++) v += red[(size_t)wi * kTileN * MB + i];
+        int n = n0 + f;
+        if (e.bias) v += to_f(e.bias[n]);
+        if (e.gelu) v = gelu_tanh(v);
+        if (e.kcache && n >= e.C) {  // K/V columns of the QKV product go straight into the cache
+            int part = n / e.C, cc = n % e.C, hs = e.C / e.NH;
+            size_t dst = (((size_t)m * e.NH + cc / hs) * e.maxT + *e.d_pos) * hs + cc % hs;
+            (part == 1 ? e.kcache : e.vcache)[dst] = from_f<floatX>(v);
+            continue;
+        }
+        OutT* o = out + (size_t)m * N + n;
+        if (e.accumulate) v += to_f(*o);
+        store_out(o, v);
+    }
+}
+
+template <int NT, typename OutT>
+void launch(OutT* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,
+            cudaStream_t s) {
+    size_t smem = decode_linear_smem(M, K);
+    static bool configured = false;  // one instantiation, one attribute call
+    if (!configured) {
+        CUDA_CHECK(cudaFuncSetAttribute(linear_mma_kernel<NT, OutT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        max_smem_optin()));
+        configured = true;
+    }
+    launch_pdl(linear_mma_kernel<NT, OutT>, dim3(N / kTileN), dim3(kThreads), smem, s, out, inp, w, M, N, K, e);
+}
+
+template <typename OutT>
+void dispatch(OutT* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,
+              cudaStream_t s) {
+    if (!decode_linear_supported(M, N, K))
+        GD_FAIL(EXIT_CUDA, "decode_linear called with unsupported M=%d N=%d K=%d", M, N, K);
+    if (M <= 8)
+        launch<1>(out, inp, w, M, N, K, e, s);
+    else
+        launch<2>(out, inp, w, M, N, K, e, s);
+}
+
+}  // namespace
+
+size_t decode_linear_smem(int M, int K) {
+    int mb = M <= 8 ? 8 : 16;
+    return (size_t)mb * (K + 8) * sizeof(floatX) + (size_t)kWarps * kTileN * mb * sizeof(float);
+}
+
+bool decode_linear_supported(int M, int N, int K) {
+    return has_mma16816() && M >= 1 && M <= 16 && K % 32 == 0 && N % kTileN == 0 && decode_linear_smem(M, K) <= (size_t)max_smem_optin();
+}
+
+void decode_linear(floatX* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,
+                   cudaStream_t s) {
+    dispatch(out, inp, w, M, N, K, e, s);
+}
+
+void decode_logits(float* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,
+                   cudaStream_t s) {
+    dispatch(out, inp, w, M, N, K, e, s);
+}
+
+#else  // FP32 builds use the CUDA-core kernels of gemv.cu
+
+size_t decode_linear_smem(int, int) { return 0; }
+bool decode_linear_supported(int, int, int) { return false; }
+void decode_linear(floatX*, const floatX*, const floatX*, int, int, int, const DecodeEpilogue&, cudaStream_t) {
+    GD_FAIL(EXIT_CUDA, "decode_linear is not available in FP32 builds");
+}
+void decode_logits(float*, const floatX*, const floatX*, int, int, int, const DecodeEpilogue&, cudaStream_t) {
+    GD_FAIL(EXIT_CUDA, "decode_logits is not available in FP32 builds");
+}
+
+#endif
+
+}  // namespace gd
