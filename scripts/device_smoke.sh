@@ -41,7 +41,7 @@ for flag in --no-graph --no-gemv --no-fused --no-split-attn --no-pdl; do
   $B/optimized -e $M -b 1 -g 512 --repeat 3 -q $flag > "$OUT/ablate$flag.txt" 2>&1; echo "optimized $flag B=1 $(grep -o 'tokens_per_s=[0-9.e+]*' "$OUT/ablate$flag.txt" | tail -1)"
 done
 for Bn in 1 16; do
-timeout 180 ncu --nvtx --nvtx-include "MEASURE@decode/" --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed --csv --print-units base $B/profile -e $M -b $Bn --steps 1 --warmup 4 -q > "$OUT/ncu_b$Bn.csv" 2>"$OUT/ncu_b$Bn.err"; echo "ncu B=$Bn rc=$?"
+timeout 180 ncu --nvtx --nvtx-include "decode@MEASURE/" --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed --csv --print-units base $B/profile -e $M -b $Bn --steps 1 --warmup 4 -q > "$OUT/ncu_b$Bn.csv" 2>"$OUT/ncu_b$Bn.err"; echo "ncu B=$Bn rc=$?"
 python3 - "$OUT/ncu_b$Bn.csv" <<'PY'
 import csv,sys,collections
 rows=[r for r in csv.reader(open(sys.argv[1])) if len(r)>10]

@@ -1,5 +1,5 @@
 // profile: prefill, warm-up decode steps, then measured decode steps, each inside NVTX ranges
-// (WARMUP@decode, MEASURE@decode > layer<i> > stage) so nsys capture ranges and ncu filters can target them.
+// (NVTX domain "decode": WARMUP, MEASURE > layer<i> > stage) so nsys capture ranges and ncu filters can target them.
 #include "../common/check.h"
 #include "../engine/protocol.h"
 #include "../engine/session.h"
@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
     r.sample(P, s.sampling);
     timer.pop_range();
     r.advance(P);
-    timer.push_range("WARMUP@decode");
+    timer.push_range("WARMUP");
     for (int i = 0; i < a.warmup; i++) r.decode_step(true, s.sampling);
     timer.pop_range();
     CUDA_CHECK(cudaStreamSynchronize(s.stream));
@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
     timer.counting = true;
     CUDA_CHECK(cudaEventRecord(e0, s.stream));
     for (int i = 0; i < a.steps; i++) {
-        timer.push_range("MEASURE@decode");
+        timer.push_range("MEASURE");
         r.decode_step(true, s.sampling);
         timer.pop_range();
     }

@@ -100,11 +100,27 @@ cudaEvent_t StageTimer::event() {
     return e;
 }
 
-void StageTimer::push_range(const char* name) { nvtxRangePushA(name); }
-void StageTimer::pop_range() { nvtxRangePop(); }
+// All ranges live in the NVTX domain "decode": nsys --nvtx-capture='MEASURE@decode' (range@domain),
+// ncu --nvtx-include 'decode@MEASURE/' (domain@range, '/' = push/pop range).
+static nvtxDomainHandle_t nvtx_domain() {
+    static nvtxDomainHandle_t d = nvtxDomainCreateA("decode");
+    return d;
+}
+
+static void push(const char* name) {
+    nvtxEventAttributes_t a = {};
+    a.version = NVTX_VERSION;
+    a.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
+    a.messageType = NVTX_MESSAGE_TYPE_ASCII;
+    a.message.ascii = name;
+    nvtxDomainRangePushEx(nvtx_domain(), &a);
+}
+
+void StageTimer::push_range(const char* name) { push(name); }
+void StageTimer::pop_range() { nvtxDomainRangePop(nvtx_domain()); }
 
 void StageTimer::begin(const char* name, cudaStream_t s) {
-    nvtxRangePushA(name);
+    push(name);
     if (!events_ || !counting) return;
     int idx = -1;
     for (size_t i = 0; i < stats_.size(); i++)
@@ -119,7 +135,7 @@ void StageTimer::begin(const char* name, cudaStream_t s) {
 }
 
 void StageTimer::end(cudaStream_t s) {
-    nvtxRangePop();
+    pop_range();
     if (!events_ || !counting || open_stat_ < 0) return;
     cudaEvent_t b = event();
     CUDA_CHECK(cudaEventRecord(b, s));

@@ -84,64 +84,11 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
     const floatX* wlo = w + (size_t)(n0 + g) * K + 8 * t;
     const floatX* whi = wlo + (size_t)8 * K;
 
-    // Warm L2 with this block's weight tile before waiting for the previous kernel.
-    const int lines = K / 64;  // 128-byte lines per weight row
-    for (int i = threadIdx.x; i < kTileN * lines; i += kThreads) {
-        const floatX* p = w + (size_t)(n0 + i / lines) * K + (i % lines) * 64;
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-    }
-    pdl_wait();
-    pdl_launch_dependents();
-
-    // Stage the input rows (LayerNorm'd when asked); rows M..8NT-1 are zero.
-    for (int m = warp; m < 8 * NT; m += kWarps) {
-        floatX* dst = xs + (size_t)m * ldx;
-        if (m >= M) {
-            for (int k = lane * kVec; k < K; k += 32 * kVec) *reinterpret_cast<int4*>(dst + k) = make_int4(0, 0, 0, 0);
-            continue;
-        }
-        const floatX* src = inp + (size_t)m * K;
-        if (!e.ln_w) {
-            for (int k = lane * kVec; k < K; k += 32 * kVec)
-                *reinterpret_cast<int4*>(dst + k) = *reinterpret_cast<const int4*>(src + k);
-            continue;
-        }
-        float s = 0.f;
-        for (int k = lane * kVec; k < K; k += 32 * kVec) {
-            VecX v = *reinterpret_cast<const VecX*>(src + k);
-#pragma unroll
-            for (int j = 0; j < kVec; j++) s += to_f(v.v[j]);
-        }
-        const float mean = warp_sum(s) / K;
-        float var = 0.f;
-        for (int k = lane * kVec; k < K; k += 32 * kVec) {
-            VecX v = *reinterpret_cast<const VecX*>(src + k);
-#pragma unroll
-            for (int j = 0; j < kVec; j++) {
-                float d = to_f(v.v[j]) - mean;
-                var += d * d;
-            }
-        }
-        const float rstd = rsqrtf(warp_sum(var) / K + 1e-5f);
-        for (int k = lane * kVec; k < K; k += 32 * kVec) {
-            VecX v = *reinterpret_cast<const VecX*>(src + k);
-            VecX gw = *reinterpret_cast<const VecX*>(e.ln_w + k);
-            VecX gb = *reinterpret_cast<const VecX*>(e.ln_b + k);
-            VecX o;
-#pragma unroll
-            for (int j = 0; j < kVec; j++)
-                o.v[j] = from_f<floatX>((to_f(v.v[j]) - mean) * rstd * to_f(gw.v[j]) + to_f(gb.v[j]));
-            *reinterpret_cast<VecX*>(dst + k) = o;
-        }
-    }
-    __syncthreads();
-
-    float c[NT][4];
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
+    // The weights do not depend on the previous kernel: issue the first group of weight loads before
+    // waiting for it (with PDL this overlaps the previous kernel's tail), then keep one group in flight.
     const int steps = K / 32;
-    for (int s0 = warp; s0 < steps; s0 += kWarps * kUnroll) {
-        int4 alo[kUnroll], ahi[kUnroll];
+    int4 alo[kUnroll], ahi[kUnroll];
+    auto load_group = [&](int s0) {
 #pragma unroll
         for (int u = 0; u < kUnroll; u++) {
             int s = s0 + u * kWarps;
@@ -150,6 +97,55 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
                 ahi[u] = load_weights(whi + s * 32);
             }
         }
+    };
+    load_group(warp);
+    pdl_wait();
+    pdl_launch_dependents();
+
+    // Stage the input rows (LayerNorm'd when asked; one pass over global memory, statistics from the staged
+    // copy); rows M..8NT-1 are zero.
+    for (int m = warp; m < 8 * NT; m += kWarps) {
+        floatX* dst = xs + (size_t)m * ldx;
+        if (m >= M) {
+            for (int k = lane * kVec; k < K; k += 32 * kVec) *reinterpret_cast<int4*>(dst + k) = make_int4(0, 0, 0, 0);
+            continue;
+        }
+        const floatX* src = inp + (size_t)m * K;
+        float sum = 0.f, sq = 0.f;
+        for (int k = lane * kVec; k < K; k += 32 * kVec) {
+            VecX v = *reinterpret_cast<const VecX*>(src + k);
+            *reinterpret_cast<VecX*>(dst + k) = v;
+#pragma unroll
+            for (int j = 0; j < kVec; j++) {
+                float f = to_f(v.v[j]);
+                sum += f;
+                sq += f * f;
+            }
+        }
+        if (!e.ln_w) continue;
+        const float mean = warp_sum(sum) / K;
+        const float var = fmaxf(warp_sum(sq) / K - mean * mean, 0.f);
+        const float rstd = rsqrtf(var + 1e-5f);
+        for (int k = lane * kVec; k < K; k += 32 * kVec) {  // the lane's own elements: no barrier needed
+            VecX v = *reinterpret_cast<const VecX*>(dst + k);
+            VecX gw = *reinterpret_cast<const VecX*>(e.ln_w + k);
+            VecX gb = *reinterpret_cast<const VecX*>(e.ln_b + k);
+#pragma unroll
+            for (int j = 0; j < kVec; j++)
+                v.v[j] = from_f<floatX>((to_f(v.v[j]) - mean) * rstd * to_f(gw.v[j]) + to_f(gb.v[j]));
+            *reinterpret_cast<VecX*>(dst + k) = v;
+        }
+    }
+    __syncthreads();
+
+    float c[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
+    for (int s0 = warp; s0 < steps; s0 += kWarps * kUnroll) {
+        int4 cur_lo[kUnroll], cur_hi[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; u++) cur_lo[u] = alo[u], cur_hi[u] = ahi[u];
+        if (s0 + kWarps * kUnroll < steps) load_group(s0 + kWarps * kUnroll);
 #pragma unroll
         for (int u = 0; u < kUnroll; u++) {
             int s = s0 + u * kWarps;
@@ -157,8 +153,8 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++) {
                     int4 b = *reinterpret_cast<const int4*>(xs + (size_t)(nt * 8 + g) * ldx + s * 32 + 8 * t);
-                    mma16816(c[nt], alo[u].x, ahi[u].x, alo[u].y, ahi[u].y, b.x, b.y);
-                    mma16816(c[nt], alo[u].z, ahi[u].z, alo[u].w, ahi[u].w, b.z, b.w);
+                    mma16816(c[nt], cur_lo[u].x, cur_hi[u].x, cur_lo[u].y, cur_hi[u].y, b.x, b.y);
+                    mma16816(c[nt], cur_lo[u].z, cur_hi[u].z, cur_lo[u].w, cur_hi[u].w, b.z, b.w);
                 }
             }
         }
