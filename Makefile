@@ -38,6 +38,8 @@ NVCC_FLAGS := -O3 -std=c++17 -lineinfo -DPRECISION_$(PRECISION) \
 LD_FLAGS := -L$(CUBLAS_LIBDIR) $(CUBLAS_LINK) -Xlinker -rpath -Xlinker $(abspath $(CUBLAS_LIBDIR)) -ldl
 
 .PHONY: all check-config host clean help
+# Keep the object files (make would delete them as intermediates and rebuild everything next time).
+.SECONDARY:
 .DEFAULT_GOAL := all
 
 help:

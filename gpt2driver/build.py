@@ -1,0 +1,127 @@
+"""Build the executables with the repository's Makefile; detect the GPU's compute capability."""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from .runner import PROGRAMS, build_dir, build_root, normalize_precision, repo_root
+
+
+class BuildError(RuntimeError):
+    """make failed, or is missing, or did not produce the executables."""
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    rebuilt: List[str] = field(default_factory=list)  # executables whose mtime changed
+    output: str = ""
+
+
+def detect_cc() -> Tuple[Optional[int], str]:
+    """(compute capability as an int such as 90, "") of GPU 0, or (None, reason)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None, "nvidia-smi not found on PATH (no NVIDIA driver?)"
+    try:
+        proc = subprocess.run([exe, "--query-gpu=compute_cap", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"nvidia-smi failed: {e}"
+    if proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        return None, f"nvidia-smi failed: {msg[-1] if msg else f'exit code {proc.returncode}'}"
+    lines = [l.strip() for l in proc.stdout.splitlines() if l.strip()]
+    if not lines:
+        return None, "nvidia-smi lists no GPU"
+    try:
+        major, _, minor = lines[0].partition(".")
+        return int(major) * 10 + int(minor or 0), ""
+    except ValueError:
+        return None, f"cannot read compute capability {lines[0]!r} from nvidia-smi"
+
+
+def find_cublas() -> Optional[Path]:
+    """The cuBLAS of the ``nvidia-cublas`` wheel when CUBLAS_HOME is unset, else None.
+
+    The wheel installs into the ``nvidia`` namespace package as ``nvidia/cu13`` (CUDA 13) or
+    ``nvidia/cublas`` (CUDA 12), each with include/ and lib/.
+    """
+    if os.environ.get("CUBLAS_HOME"):
+        return None
+    try:
+        import nvidia  # namespace package of NVIDIA's wheels
+    except ImportError:
+        return None
+    for base in getattr(nvidia, "__path__", []):
+        for sub in ("cu13", "cublas"):
+            d = Path(base) / sub
+            if (d / "include").is_dir() and (d / "lib").is_dir():
+                return d
+    return None
+
+
+def make_command(cc: int, precision: str, jobs: Optional[int] = None) -> List[str]:
+    cmd = ["make", f"GPU_COMPUTE_CAPABILITY={int(cc)}", f"PRECISION={normalize_precision(precision)}",
+           f"-j{jobs or os.cpu_count() or 1}"]
+    if os.environ.get("GPT2DRIVER_BUILD_DIR"):  # the Makefile's output root
+        cmd.append(f"BUILD_ROOT={build_root()}")
+    cublas = find_cublas()
+    if cublas is not None:
+        cmd.append(f"CUBLAS_HOME={cublas}")
+    return cmd
+
+
+def _mtimes(d: Path) -> Dict[str, Optional[float]]:
+    return {p: ((d / p).stat().st_mtime_ns if (d / p).exists() else None) for p in PROGRAMS}
+
+
+def make_build(cc: int, precision: str, jobs: Optional[int] = None,
+               quiet: bool = False) -> BuildResult:
+    """Run make (it decides what is stale); report which executables changed."""
+    out_dir = build_dir(cc, precision)
+    cmd = make_command(cc, precision, jobs)
+    if shutil.which(cmd[0]) is None:
+        raise BuildError("make not found on PATH: install build tools (make, nvcc)")
+    before = _mtimes(out_dir)
+    tail: collections.deque = collections.deque(maxlen=40)
+    try:
+        proc = subprocess.Popen(cmd, cwd=repo_root(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace")
+    except OSError as e:
+        raise BuildError(f"cannot run make: {e}") from None
+    try:
+        for line in proc.stdout:
+            tail.append(line.rstrip("\n"))
+            if not quiet:
+                sys.stderr.write(line)
+        rc = proc.wait()
+    except BaseException:  # Ctrl-C: make got SIGINT too; give it time to clean up
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    output = "\n".join(tail)
+    if rc != 0:
+        raise BuildError(f"make failed (exit code {rc}): {' '.join(cmd)}\n{output}")
+    after = _mtimes(out_dir)
+    missing = [p for p, t in after.items() if t is None]
+    if missing:
+        raise BuildError(f"make succeeded but {out_dir} lacks {', '.join(missing)}\n{output}")
+    rebuilt = [p for p in PROGRAMS if before[p] != after[p]]
+    return BuildResult(out_dir, rebuilt, output)
+
+
+def build(cc: int, precision: str, jobs: Optional[int] = None, quiet: bool = True) -> Path:
+    """Make sure the executables of (cc, precision) are up to date; return their directory."""
+    return make_build(cc, precision, jobs, quiet).path

@@ -1,0 +1,269 @@
+"""Sweep configurations (configs/*.yaml): schema, validation and expansion into points.
+
+Keys (lists also accept a single value)::
+
+    name: gpt2_optim            # default: the file name without .yaml
+    description: free text
+    model: gpt2                 # preset name(s) (random weights), default gpt2 ...
+    checkpoint: path/to/model   # ... or one checkpoint file instead of model
+    precision: [BF16]           # FP32 FP16 BF16
+    variants: [naive, kvonly, optimized]
+    batch: [1]
+    gen: [64]
+    prompt_len: [1]
+    sampling: greedy            # or {temperature: 0.8, top_k: 40, top_p: 0.95}
+    seed: 1337
+    warmup: 1
+    repeat: 3
+    timeout_s: 600              # per run of an executable
+    cc: 90                      # optional; detected with nvidia-smi otherwise
+    profile: {tool: ncu, steps: 16, metrics: [...]}   # profiling configs only
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from .runner import PRECISIONS, VARIANTS, repo_root
+
+PROFILE_TOOLS = ("nsys", "ncu", "builtin")
+DEFAULT_CONFIG = "gpt2_optim"
+_KEYS = ("name", "description", "model", "checkpoint", "precision", "variants", "batch", "gen",
+         "prompt_len", "sampling", "seed", "warmup", "repeat", "timeout_s", "cc", "profile")
+_SAMPLING_KEYS = ("temperature", "top_k", "top_p")
+_PROFILE_KEYS = ("tool", "steps", "warmup", "metrics")
+
+
+class ConfigError(ValueError):
+    """A sweep configuration that does not follow the schema."""
+
+
+@dataclass
+class SweepConfig:
+    name: str
+    models: List[str] = field(default_factory=lambda: ["gpt2"])
+    checkpoint: Optional[str] = None
+    precisions: List[str] = field(default_factory=lambda: ["BF16"])
+    variants: List[str] = field(default_factory=lambda: list(VARIANTS))
+    batch: List[int] = field(default_factory=lambda: [1])
+    gen: List[int] = field(default_factory=lambda: [64])
+    prompt_len: List[int] = field(default_factory=lambda: [1])
+    sampling: Dict[str, Any] = field(default_factory=lambda: {"greedy": True})
+    seed: int = 1337
+    warmup: int = 1
+    repeat: int = 3
+    timeout_s: float = 600.0
+    cc: Optional[int] = None
+    profile: Optional[Dict[str, Any]] = None
+    description: str = ""
+    source: Optional[Path] = None
+
+
+def configs_dir() -> Path:
+    """The configs/ directory at the repository root."""
+    return repo_root() / "configs"
+
+
+def config_path(name: str) -> Path:
+    return configs_dir() / f"{name}.yaml"
+
+
+def load_config(path) -> SweepConfig:
+    """Read and validate a YAML sweep config."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    try:
+        cfg = parse_config(data if data is not None else {}, default_name=path.stem)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    cfg.source = path
+    return cfg
+
+
+def default_config() -> SweepConfig:
+    """The packaged default sweep (configs/gpt2_optim.yaml)."""
+    return load_config(config_path(DEFAULT_CONFIG))
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation
+# ------------------------------------------------------------------------------------------------
+
+
+def _as_list(key: str, value: Any) -> List[Any]:
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ConfigError(f"{key}: empty list")
+        return list(value)
+    return [value]
+
+
+def _int(key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{key}: must be >= {minimum}, got {value}")
+    return value
+
+
+def _ints(key: str, value: Any, minimum: int = 1) -> List[int]:
+    return [_int(key, v, minimum) for v in _as_list(key, value)]
+
+
+def _choices(key: str, value: Any, allowed, fold=str.lower) -> List[str]:
+    out = []
+    for v in _as_list(key, value):
+        norm = fold(str(v))
+        if not isinstance(v, str) or norm not in allowed:
+            raise ConfigError(f"{key}: {v!r} is not one of {', '.join(allowed)}")
+        out.append(norm)
+    return out
+
+
+def _number(key: str, value: Any, lo: float, hi: float, lo_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if value > hi or value < lo or (lo_open and value == lo):
+        raise ConfigError(f"{key}: must be in {'(' if lo_open else '['}{lo}, {hi}], got {value}")
+    return float(value)
+
+
+def _sampling(value: Any) -> Dict[str, Any]:
+    if value is None or value == "greedy":
+        return {"greedy": True}
+    if not isinstance(value, dict):
+        raise ConfigError(f"sampling: expected 'greedy' or a mapping with keys "
+                          f"{', '.join(_SAMPLING_KEYS)}, got {value!r}")
+    unknown = sorted(set(value) - set(_SAMPLING_KEYS))
+    if unknown:
+        raise ConfigError(f"sampling: unknown key {unknown[0]!r}; allowed: {', '.join(_SAMPLING_KEYS)}")
+    return {"greedy": False,
+            "temperature": _number("sampling.temperature", value.get("temperature", 1.0),
+                                   0.0, float("inf"), lo_open=True),
+            "top_k": _int("sampling.top_k", value.get("top_k", 0), 0),
+            "top_p": _number("sampling.top_p", value.get("top_p", 1.0), 0.0, 1.0, lo_open=True)}
+
+
+def _profile(value: Any) -> Dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"profile: expected a mapping with keys {', '.join(_PROFILE_KEYS)}")
+    unknown = sorted(set(value) - set(_PROFILE_KEYS))
+    if unknown:
+        raise ConfigError(f"profile: unknown key {unknown[0]!r}; allowed: {', '.join(_PROFILE_KEYS)}")
+    metrics = value.get("metrics", [])
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise ConfigError("profile.metrics: expected a list of metric names")
+    return {"tool": _choices("profile.tool", value.get("tool", "builtin"), PROFILE_TOOLS)[0],
+            "steps": _int("profile.steps", value.get("steps", 16), 1),
+            "warmup": _int("profile.warmup", value.get("warmup", 8), 0),
+            "metrics": metrics}
+
+
+def _models(value: Any) -> List[str]:
+    from .checkpoint import PRESETS
+
+    return _choices("model", value, tuple(PRESETS))
+
+
+def parse_config(data: Any, default_name: str = "sweep") -> SweepConfig:
+    """Validate a config mapping (as read from YAML)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of keys ({', '.join(_KEYS)}), got {type(data).__name__}")
+    unknown = [k for k in data if k not in _KEYS]
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}; allowed keys: {', '.join(_KEYS)}")
+    if "model" in data and "checkpoint" in data:
+        raise ConfigError("model and checkpoint: give one of them, not both")
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"name: expected a plain name (used as the results directory), got {name!r}")
+    cfg = SweepConfig(name=name, description=str(data.get("description", "")))
+    if "model" in data:
+        cfg.models = _models(data["model"])
+    if "checkpoint" in data:
+        if not isinstance(data["checkpoint"], str) or not data["checkpoint"]:
+            raise ConfigError(f"checkpoint: expected a file path, got {data['checkpoint']!r}")
+        cfg.checkpoint, cfg.models = str(Path(data["checkpoint"]).expanduser()), []
+    if "precision" in data:
+        cfg.precisions = _choices("precision", data["precision"], PRECISIONS, str.upper)
+    if "variants" in data:
+        cfg.variants = _choices("variants", data["variants"], VARIANTS)
+    for key in ("batch", "gen", "prompt_len"):
+        if key in data:
+            setattr(cfg, key, _ints(key, data[key]))
+    cfg.sampling = _sampling(data.get("sampling"))
+    cfg.seed = _int("seed", data.get("seed", cfg.seed), 0)
+    cfg.warmup = _int("warmup", data.get("warmup", cfg.warmup), 0)
+    cfg.repeat = _int("repeat", data.get("repeat", cfg.repeat), 1)
+    cfg.timeout_s = _number("timeout_s", data.get("timeout_s", cfg.timeout_s), 0, 1e9, lo_open=True)
+    if data.get("cc") is not None:
+        cfg.cc = _int("cc", data["cc"], 10)
+    if data.get("profile") is not None:
+        cfg.profile = _profile(data["profile"])
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------
+# Expansion
+# ------------------------------------------------------------------------------------------------
+
+POINT_FIELDS = ("model", "checkpoint", "precision", "variant", "batch", "gen", "prompt_len",
+                "sampling", "temperature", "top_k", "top_p", "seed", "warmup", "repeat")
+GROUP_FIELDS = ("model", "checkpoint", "precision", "batch", "gen", "prompt_len")
+
+
+def point_id(point: Dict[str, Any]) -> str:
+    """A stable id of a point's measured fields (used to resume a sweep)."""
+    blob = json.dumps({k: point.get(k) for k in POINT_FIELDS}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def _max_seq_len(cfg: SweepConfig, model: str) -> int:
+    from .checkpoint import CheckpointError, ModelConfig, read_header
+
+    try:
+        if cfg.checkpoint:
+            return read_header(cfg.checkpoint)[0].max_seq_len
+        return ModelConfig.preset(model).max_seq_len
+    except CheckpointError as e:
+        raise ConfigError(f"{'checkpoint' if cfg.checkpoint else 'model'}: {e}") from None
+
+
+def expand(cfg: SweepConfig) -> List[Dict[str, Any]]:
+    """All points of a sweep, in a fixed order (precision, model, prompt_len, gen, batch, variant).
+
+    Raises ConfigError when a point does not fit the model's context (prompt_len + gen > maxT).
+    """
+    s = cfg.sampling
+    sampling = {"sampling": "greedy" if s["greedy"] else "sample",
+                "temperature": s.get("temperature"), "top_k": s.get("top_k"), "top_p": s.get("top_p")}
+    models = [cfg.checkpoint] if cfg.checkpoint else cfg.models
+    points = []
+    for precision in cfg.precisions:
+        for model in models:
+            max_t = _max_seq_len(cfg, model)
+            for prompt_len in cfg.prompt_len:
+                for gen in cfg.gen:
+                    if prompt_len + gen > max_t:
+                        raise ConfigError(f"prompt_len + gen = {prompt_len} + {gen} = {prompt_len + gen} "
+                                          f"exceeds the model's max_seq_len {max_t} ({model})")
+                    for batch in cfg.batch:
+                        for variant in cfg.variants:
+                            p = {"model": Path(model).name if cfg.checkpoint else model,
+                                 "checkpoint": cfg.checkpoint, "precision": precision,
+                                 "variant": variant, "batch": batch, "gen": gen,
+                                 "prompt_len": prompt_len, **sampling, "seed": cfg.seed,
+                                 "warmup": cfg.warmup, "repeat": cfg.repeat}
+                            points.append({"id": point_id(p), **p})
+    return points

@@ -1,0 +1,171 @@
+"""Find the executables and run them (docs/protocol.md): argument lists in, RunResult out."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Iterable, List, Mapping, Optional, Sequence, Union
+
+from .protocol import EXIT_CODES, ProtocolError, RunResult, parse_output
+
+VARIANTS = ("naive", "kvonly", "optimized")
+PROGRAMS = VARIANTS + ("validate", "profile")
+PRECISIONS = ("FP32", "FP16", "BF16")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class RunError(RuntimeError):
+    """An executable failed: timeout, crash, non-zero exit or unreadable output."""
+
+    def __init__(self, message: str, *, returncode: Optional[int] = None, stderr_tail: str = "",
+                 result: Optional[RunResult] = None):
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        self.result = result
+
+
+def repo_root() -> Path:
+    """The repository root: the parent of the package directory."""
+    return Path(__file__).resolve().parent.parent
+
+
+def normalize_precision(precision: str) -> str:
+    p = str(precision).upper()
+    if p not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return p
+
+
+def build_root() -> Path:
+    """Where the build directories live: $GPT2DRIVER_BUILD_DIR, else <repo>/build."""
+    base = os.environ.get("GPT2DRIVER_BUILD_DIR")
+    return Path(base).expanduser() if base else repo_root() / "build"
+
+
+def build_dir(cc: int, precision: str) -> Path:
+    """``<build root>/sm<cc>_<precision lower>``, e.g. build/sm90_bf16."""
+    return build_root() / f"sm{int(cc)}_{normalize_precision(precision).lower()}"
+
+
+def binary_path(program: str, cc: int, precision: str) -> Path:
+    """Path of one executable (it may not exist yet)."""
+    if program not in PROGRAMS:
+        raise ValueError(f"unknown program {program!r}; choose one of {', '.join(PROGRAMS)}")
+    return build_dir(cc, precision) / program
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _describe_exit(rc: int) -> str:
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        return f"was killed by {name}"
+    return f"exited with code {rc} ({EXIT_CODES.get(rc, 'unknown exit code')})"
+
+
+def run_binary(path: PathLike, args: Sequence[str], timeout: float,
+               env: Optional[Mapping[str, str]] = None,
+               ok_codes: Iterable[int] = (0,)) -> RunResult:
+    """Run ``path args...`` and parse its stdout.
+
+    The child gets its own process group, so a timeout or Ctrl-C kills it with all its children.
+    Raises RunError on a timeout, a signal, an exit code not in ``ok_codes`` or garbled output.
+    """
+    path = Path(path)
+    name = path.name
+    cmd = [str(path), *[str(a) for a in args]]
+    full_env = None if env is None else {**os.environ, **env}
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                errors="replace", env=full_env, start_new_session=True)
+    except OSError as e:
+        hint = " (build it with: gpt2driver build)" if not path.exists() else ""
+        raise RunError(f"cannot start {path}: {e.strerror or e}{hint}") from None
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        out, err = proc.communicate()
+        raise RunError(f"{name} timed out after {timeout:g} s and was killed"
+                       + (f"; stderr:\n{_tail(err)}" if err.strip() else ""),
+                       stderr_tail=_tail(err)) from None
+    except BaseException:  # KeyboardInterrupt included: never leave the child running
+        _kill_group(proc)
+        proc.wait()
+        raise
+    rc = proc.returncode
+    tail = _tail(err)
+    accepted = rc in tuple(ok_codes)
+    try:
+        result = parse_output(out, require_done=accepted)
+    except ProtocolError as e:
+        raise RunError(f"{name}: unreadable output: {e}", returncode=rc, stderr_tail=tail) from None
+    if accepted:
+        return result
+    msg = f"{name} {_describe_exit(rc)}"
+    if result.errors:
+        msg += f": {result.error_message}"
+    # stderr repeats the error record as "error: <msg>"; show only what it adds.
+    extra = "\n".join(l for l in tail.splitlines()
+                      if l.strip() and l.strip().removeprefix("error:").strip() not in result.errors)
+    if extra:
+        msg += f"\nstderr:\n{extra}"
+    raise RunError(msg, returncode=rc, stderr_tail=tail, result=result)
+
+
+def engine_args(checkpoint: PathLike, *, tokenizer: Optional[PathLike] = None,
+                batch: Optional[int] = None, gen: Optional[int] = None, greedy: bool = True,
+                temperature: Optional[float] = None, top_k: Optional[int] = None,
+                top_p: Optional[float] = None, seed: Optional[int] = None,
+                prompt_ids: Optional[Sequence[int]] = None, prompt_len: Optional[int] = None,
+                warmup: Optional[int] = None, repeat: Optional[int] = None, quiet: bool = True,
+                dump_logits: Optional[PathLike] = None,
+                dump_stride: Optional[int] = None) -> List[str]:
+    """The common command line of the executables; None leaves the executable's default."""
+    if prompt_ids is not None and prompt_len is not None:
+        raise ValueError("give prompt_ids or prompt_len, not both")
+    args = ["-e", str(checkpoint)]
+
+    def opt(flag: str, value) -> None:
+        if value is not None:
+            args.extend([flag, str(value)])
+
+    opt("-tk", tokenizer)
+    opt("-b", batch)
+    opt("-g", gen)
+    if greedy:
+        args.append("--greedy")
+    else:
+        args.extend(["-m", "0"])
+        opt("--temperature", temperature)
+        opt("--top-k", top_k)
+        opt("--top-p", top_p)
+    opt("-s", seed)
+    if prompt_ids is not None:
+        if len(prompt_ids) == 0:
+            raise ValueError("prompt_ids is empty")
+        args.extend(["--prompt-ids", ",".join(str(int(i)) for i in prompt_ids)])
+    opt("--prompt-len", prompt_len)
+    opt("--warmup", warmup)
+    opt("--repeat", repeat)
+    opt("--dump-logits", dump_logits)
+    opt("--dump-stride", dump_stride)
+    if quiet:
+        args.append("-q")
+    return args
