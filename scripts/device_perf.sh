@@ -5,6 +5,7 @@ set -uo pipefail
 FINAL=${OUT:-/tmp/gpt2d_out}; OUT=/tmp/gpt2d_logs; mkdir -p "$OUT" "$FINAL"
 trap 'tar czf "$FINAL/logs.tgz" -C "$OUT" .' EXIT
 CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+rm -rf build  # copies keep their mtimes: never trust an old build there
 make GPU_COMPUTE_CAPABILITY=$CC PRECISION=BF16 -j16 >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 mkdir -p models
 [ -f models/gpt2_bf16.bin ] || python3 -c "

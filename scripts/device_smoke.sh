@@ -6,6 +6,7 @@ trap 'tar czf "$FINAL/logs.tgz" -C "$OUT" .' EXIT
 CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 echo "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader) cc=$CC"
 export PYTHONUNBUFFERED=1
+rm -rf build  # copies keep their mtimes: never trust an old build there
 for P in BF16 FP32 FP16; do
   make GPU_COMPUTE_CAPABILITY=$CC PRECISION=$P -j16 >"$OUT/build_$P.log" 2>&1 || { tail -30 "$OUT/build_$P.log"; exit 1; }
 done
