@@ -34,22 +34,30 @@ struct SoftmaxState {
     float m = -FLT_MAX, l = 0.f, acc[D] = {};
 };
 
-// Keys j in [j0, j1) of one (b, h): k/v point at position 0 of that head's cache rows.
+// Keys j in [j0, j1) of one (b, h): k/v point at position 0 of that head's cache rows. The K and V rows
+// of U keys are loaded together before any is used, so a group costs one memory round trip.
 template <int D>
 __device__ __forceinline__ void attend_range(SoftmaxState<D>& st, const float (&q)[D], const floatX* k,
                                              const floatX* v, int j0, int j1, int lane) {
     constexpr int HS = 32 * D;
-    constexpr int U = 4;  // keys in flight per iteration
+    constexpr int U = 8;  // keys in flight per iteration
     for (int j = j0; j < j1; j += U) {
+        floatX kr[U][D], vr[U][D];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int jj = min(j + u, j1 - 1);  // clamped: out-of-range keys are masked below
+#pragma unroll
+            for (int d = 0; d < D; d++) {
+                kr[u][d] = k[(size_t)jj * HS + lane * D + d];
+                vr[u][d] = v[(size_t)jj * HS + lane * D + d];
+            }
+        }
         float s[U];
 #pragma unroll
         for (int u = 0; u < U; u++) {
             s[u] = 0.f;
-            if (j + u < j1) {
-                const floatX* kr = k + (size_t)(j + u) * HS + lane * D;
 #pragma unroll
-                for (int d = 0; d < D; d++) s[u] += q[d] * to_f(kr[d]);
-            }
+            for (int d = 0; d < D; d++) s[u] += q[d] * to_f(kr[u][d]);
         }
 #pragma unroll
         for (int u = 0; u < U; u++) s[u] = warp_sum(s[u]);
@@ -66,9 +74,8 @@ __device__ __forceinline__ void attend_range(SoftmaxState<D>& st, const float (&
             if (j + u < j1) {
                 float p = __expf(s[u] - mx);
                 st.l += p;
-                const floatX* vr = v + (size_t)(j + u) * HS + lane * D;
 #pragma unroll
-                for (int d = 0; d < D; d++) st.acc[d] += p * to_f(vr[d]);
+                for (int d = 0; d < D; d++) st.acc[d] += p * to_f(vr[u][d]);
             }
         }
         st.m = mx;

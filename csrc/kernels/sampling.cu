@@ -66,6 +66,7 @@ __global__ void sample_kernel(int* tokens, const float* logits, const int* d_pos
     // argmax (also the fallback of the random path)
     float best = -FLT_MAX;
     int besti = 0x7fffffff;
+#pragma unroll 8
     for (int i = threadIdx.x; i < V; i += blockDim.x) {
         float x = row[i];
         if (x > best) best = x, besti = i;
