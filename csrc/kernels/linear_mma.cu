@@ -18,6 +18,7 @@ namespace gd {
 namespace {
 
 constexpr int kWarps = 8, kThreads = kWarps * 32, kTileN = 16, kUnroll = 4;
+constexpr size_t kStaticSmemReserve = 1024;  // the kernel's static shared memory (row statistics) fits in this
 
 __device__ __forceinline__ int4 load_weights(const floatX* p) {
     int4 r;
@@ -208,8 +209,10 @@ void launch(OutT* out, const floatX* inp, const floatX* w, int M, int N, int K, 
     size_t smem = decode_linear_smem(M, K);
     static bool configured = false;  // one instantiation, one attribute call
     if (!configured) {
+        cudaFuncAttributes fa;
+        CUDA_CHECK(cudaFuncGetAttributes(&fa, linear_mma_kernel<NT, OutT>));
         CUDA_CHECK(cudaFuncSetAttribute(linear_mma_kernel<NT, OutT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        max_smem_optin()));
+                                        max_smem_optin() - (int)fa.sharedSizeBytes));
         configured = true;
     }
     launch_pdl(linear_mma_kernel<NT, OutT>, dim3(N / kTileN), dim3(kThreads), smem, s, out, inp, w, M, N, K, e);
@@ -234,7 +237,7 @@ size_t decode_linear_smem(int M, int K) {
 }
 
 bool decode_linear_supported(int M, int N, int K) {
-    return has_mma16816() && M >= 1 && M <= 16 && K % 32 == 0 && N % kTileN == 0 && decode_linear_smem(M, K) <= (size_t)max_smem_optin();
+    return has_mma16816() && M >= 1 && M <= 16 && K % 32 == 0 && N % kTileN == 0 && decode_linear_smem(M, K) + kStaticSmemReserve <= (size_t)max_smem_optin();
 }
 
 void decode_linear(floatX* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,
