@@ -18,7 +18,7 @@ namespace gd {
 namespace {
 
 constexpr int kWarps = 8, kThreads = kWarps * 32, kTileN = 16, kUnroll = 4;
-constexpr size_t kStaticSmemReserve = 1024;  // the kernel's static shared memory (row statistics) fits in this
+constexpr size_t kStaticSmemReserve = 1024;  // room for any static shared memory of the kernel
 
 __device__ __forceinline__ int4 load_weights(const floatX* p) {
     int4 r;
@@ -103,52 +103,43 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
     pdl_wait();
     pdl_launch_dependents();
 
-    // Stage the input rows with all threads (each a few independent 16-byte loads, so the whole input
-    // arrives in about one memory round trip); LayerNorm statistics are summed with shared atomics.
-    // Rows M..8NT-1 are zero.
-    __shared__ float row_sum[16], row_sq[16];
-    if (threadIdx.x < 16) row_sum[threadIdx.x] = row_sq[threadIdx.x] = 0.f;
-    __syncthreads();
-    const int per_row = K / kVec, total = 8 * NT * per_row;
-#pragma unroll 4
-    for (int f = threadIdx.x; f < total; f += kThreads) {
-        int m = f / per_row, k = (f % per_row) * kVec;
-        VecX v;
-        if (m < M) {
-            v = *reinterpret_cast<const VecX*>(inp + (size_t)m * K + k);
-            if (e.ln_w) {
-                float sum = 0.f, sq = 0.f;
-#pragma unroll
-                for (int j = 0; j < kVec; j++) {
-                    float x = to_f(v.v[j]);
-                    sum += x;
-                    sq += x * x;
-                }
-                atomicAdd(&row_sum[m], sum);
-                atomicAdd(&row_sq[m], sq);
-            }
-        } else {
-            *reinterpret_cast<int4*>(&v) = make_int4(0, 0, 0, 0);
+    // Stage the input rows (LayerNorm'd when asked; one pass over global memory, statistics from the staged
+    // copy); rows M..8NT-1 are zero.
+    for (int m = warp; m < 8 * NT; m += kWarps) {
+        floatX* dst = xs + (size_t)m * ldx;
+        if (m >= M) {
+            for (int k = lane * kVec; k < K; k += 32 * kVec) *reinterpret_cast<int4*>(dst + k) = make_int4(0, 0, 0, 0);
+            continue;
         }
-        *reinterpret_cast<VecX*>(xs + (size_t)m * ldx + k) = v;
-    }
-    __syncthreads();
-    if (e.ln_w) {
+        const floatX* src = inp + (size_t)m * K;
+        float sum = 0.f, sq = 0.f;
 #pragma unroll 4
-        for (int f = threadIdx.x; f < M * per_row; f += kThreads) {  // the same elements this thread staged
-            int m = f / per_row, k = (f % per_row) * kVec;
-            float mean = row_sum[m] / K;
-            float rstd = rsqrtf(fmaxf(row_sq[m] / K - mean * mean, 0.f) + 1e-5f);
-            VecX v = *reinterpret_cast<const VecX*>(xs + (size_t)m * ldx + k);
+        for (int k = lane * kVec; k < K; k += 32 * kVec) {
+            VecX v = *reinterpret_cast<const VecX*>(src + k);
+            *reinterpret_cast<VecX*>(dst + k) = v;
+#pragma unroll
+            for (int j = 0; j < kVec; j++) {
+                float f = to_f(v.v[j]);
+                sum += f;
+                sq += f * f;
+            }
+        }
+        if (!e.ln_w) continue;
+        const float mean = warp_sum(sum) / K;
+        const float var = fmaxf(warp_sum(sq) / K - mean * mean, 0.f);
+        const float rstd = rsqrtf(var + 1e-5f);
+#pragma unroll 4
+        for (int k = lane * kVec; k < K; k += 32 * kVec) {  // the lane's own elements: no barrier needed
+            VecX v = *reinterpret_cast<const VecX*>(dst + k);
             VecX gw = *reinterpret_cast<const VecX*>(e.ln_w + k);
             VecX gb = *reinterpret_cast<const VecX*>(e.ln_b + k);
 #pragma unroll
             for (int j = 0; j < kVec; j++)
                 v.v[j] = from_f<floatX>((to_f(v.v[j]) - mean) * rstd * to_f(gw.v[j]) + to_f(gb.v[j]));
-            *reinterpret_cast<VecX*>(xs + (size_t)m * ldx + k) = v;
+            *reinterpret_cast<VecX*>(dst + k) = v;
         }
-        __syncthreads();
     }
+    __syncthreads();
 
     float c[NT][4];
 #pragma unroll
