@@ -39,7 +39,7 @@ const char* kCommonUsage =
     "  -s,  --seed N            seed for sampling and synthetic prompts               [1337]\n"
     "       --prompt-ids LIST   prompt token ids, comma or space separated\n"
     "       --prompt-file PATH  file of prompt ids\n"
-    "       --prompt-len N      synthetic prompt of N ids (EOT, then ids from the seed)\n"
+    "       --prompt-len N      synthetic prompt of N ids per row (EOT, then ids from seed and row)\n"
     "                           (default prompt: one EOT token)\n"
     "       --warmup N          untimed generations before the timed ones             [1]\n"
     "       --repeat N          timed generations; the median is reported             [1]\n"

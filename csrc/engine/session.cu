@@ -33,18 +33,25 @@ void open_session(Session& s, Program program, int argc, char** argv) {
                     s.tokenizer.tokens.size(), c.vocab_size);
     }
     int eot = s.tokenizer.eot_id >= 0 ? s.tokenizer.eot_id : (c.vocab_size > 50256 ? 50256 : c.vocab_size - 1);
-    if (!a.prompt_ids.empty()) {
-        s.prompt = a.prompt_ids;
-    } else if (a.prompt_len > 0) {
-        s.prompt.push_back(eot);
-        unsigned long long x = a.seed * 6364136223846793005ull + 1442695040888963407ull;
-        while ((int)s.prompt.size() < a.prompt_len) {
-            x = x * 6364136223846793005ull + 1442695040888963407ull;
-            s.prompt.push_back((int)((x >> 33) % (unsigned long long)c.vocab_size));
+    // Synthetic prompts differ per row (EOT, then ids from (seed, row)), so batched runs cannot hide a
+    // row mixed up with another; given ids are the same for every row.
+    for (int b = 0; b < a.batch; b++) {
+        std::vector<int> p;
+        if (!a.prompt_ids.empty()) {
+            p = a.prompt_ids;
+        } else if (a.prompt_len > 0) {
+            p.push_back(eot);
+            unsigned long long x = (a.seed + 0x9E3779B97F4A7C15ull * (b + 1)) * 6364136223846793005ull;
+            while ((int)p.size() < a.prompt_len) {
+                x = x * 6364136223846793005ull + 1442695040888963407ull;
+                p.push_back((int)((x >> 33) % (unsigned long long)c.vocab_size));
+            }
+        } else {
+            p.push_back(eot);
         }
-    } else {
-        s.prompt.push_back(eot);
+        s.prompts.push_back(p);
     }
+    s.prompt = s.prompts[0];
     for (size_t i = 0; i < s.prompt.size(); i++)
         if (s.prompt[i] < 0 || s.prompt[i] >= c.vocab_size)
             GD_FAIL(EXIT_USAGE, "prompt token %zu is %d, outside the vocabulary 0..%d", i, s.prompt[i],
@@ -67,8 +74,8 @@ void open_session(Session& s, Program program, int argc, char** argv) {
 
 void upload_prompt(Session& s) {
     for (int b = 0; b < s.args.batch; b++)
-        CUDA_CHECK(cudaMemcpy(s.d_tokens + (size_t)b * s.cfg.max_seq_len, s.prompt.data(),
-                              s.prompt.size() * sizeof(int), cudaMemcpyHostToDevice));
+        CUDA_CHECK(cudaMemcpy(s.d_tokens + (size_t)b * s.cfg.max_seq_len, s.prompts[b].data(),
+                              s.prompts[b].size() * sizeof(int), cudaMemcpyHostToDevice));
 }
 
 void print_config(const Session& s, const std::string& variant) {

@@ -16,7 +16,8 @@ struct Session {
     ModelConfig cfg;
     Weights weights;
     Tokenizer tokenizer;
-    std::vector<int> prompt;
+    std::vector<int> prompt;                 // row 0's prompt; every row has the same length
+    std::vector<std::vector<int>> prompts;   // one per row (synthetic prompts differ per row)
     int* d_tokens = nullptr;  // [B][maxT]
     cudaStream_t stream = nullptr;
     cudaDeviceProp prop{};
