@@ -79,7 +79,10 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
     extern __shared__ __align__(16) uint8_t smem_raw[];
     floatX* xs = reinterpret_cast<floatX*>(smem_raw);
     const int ldx = K + 8;
-    float* red = reinterpret_cast<float*>(smem_raw + (size_t)8 * NT * ldx * sizeof(floatX));  // [warps][16][8NT]
+    constexpr int MB = 8 * NT;
+    float* red = reinterpret_cast<float*>(smem_raw + (size_t)MB * ldx * sizeof(floatX));  // [warps][16][MB]
+    floatX* lnw = reinterpret_cast<floatX*>(red + kWarps * kTileN * MB);                  // [K] when e.ln_w
+    floatX* lnb = lnw + K;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int n0 = blockIdx.x * kTileN;
     const floatX* wlo = w + (size_t)(n0 + g) * K + 8 * t;
@@ -100,8 +103,22 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
         }
     };
     load_group(warp);
+    // Parameters are constant too: LayerNorm weights into shared memory, this thread's bias into a register.
+    if (e.ln_w)
+        for (int k = threadIdx.x * kVec; k < K; k += kThreads * kVec) {
+            *reinterpret_cast<VecX*>(lnw + k) = *reinterpret_cast<const VecX*>(e.ln_w + k);
+            *reinterpret_cast<VecX*>(lnb + k) = *reinterpret_cast<const VecX*>(e.ln_b + k);
+        }
+    // Epilogue mapping: thread i < 16 * MB owns output (feature n0 + i / MB, batch row i % MB).
+    const int out_f = threadIdx.x / MB, out_m = threadIdx.x % MB, out_n = n0 + out_f;
+    const bool owns_out = threadIdx.x < kTileN * MB && out_m < M;
+    const float bias_v = owns_out && e.bias ? to_f(e.bias[out_n]) : 0.f;
     pdl_wait();
     pdl_launch_dependents();
+    // The residual this thread adds is ready now: load it alongside the input staging.
+    const bool to_cache = e.kcache && out_n >= e.C;
+    float resid = 0.f;
+    if (owns_out && e.accumulate && !to_cache) resid = to_f(out[(size_t)out_m * N + out_n]);
 
     // Stage the input rows (LayerNorm'd when asked; one pass over global memory, statistics from the staged
     // copy); rows M..8NT-1 are zero.
@@ -131,8 +148,8 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
 #pragma unroll 4
         for (int k = lane * kVec; k < K; k += 32 * kVec) {  // the lane's own elements: no barrier needed
             VecX v = *reinterpret_cast<const VecX*>(dst + k);
-            VecX gw = *reinterpret_cast<const VecX*>(e.ln_w + k);
-            VecX gb = *reinterpret_cast<const VecX*>(e.ln_b + k);
+            VecX gw = *reinterpret_cast<const VecX*>(lnw + k);
+            VecX gb = *reinterpret_cast<const VecX*>(lnb + k);
 #pragma unroll
             for (int j = 0; j < kVec; j++)
                 v.v[j] = from_f<floatX>((to_f(v.v[j]) - mean) * rstd * to_f(gw.v[j]) + to_f(gb.v[j]));
@@ -163,7 +180,6 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
         }
     }
     // c[nt]: (feature g, batch nt*8+2t), (g, +1), (feature g+8, batch nt*8+2t), (g+8, +1)
-    constexpr int MB = 8 * NT;
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) {
         float* r = red + (size_t)warp * kTileN * MB;
@@ -173,25 +189,18 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
         r[(g + 8) * MB + nt * 8 + 2 * t + 1] = c[nt][3];
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < kTileN * MB; i += kThreads) {
-        int f = i / MB, m = i % MB;
-        if (m >= M) continue;
-        float v = 0.f;
+    if (!owns_out) return;
+    float v = bias_v;
 #pragma unroll
-        for (int wi = 0; wi < kWarps; wi++) v += red[(size_t)wi * kTileN * MB + i];
-        int n = n0 + f;
-        if (e.bias) v += to_f(e.bias[n]);
-        if (e.gelu) v = gelu_tanh(v);
-        if (e.kcache && n >= e.C) {  // K/V columns of the QKV product go straight into the cache
-            int part = n / e.C, cc = n % e.C, hs = e.C / e.NH;
-            size_t dst = (((size_t)m * e.NH + cc / hs) * e.maxT + *e.d_pos) * hs + cc % hs;
-            (part == 1 ? e.kcache : e.vcache)[dst] = from_f<floatX>(v);
-            continue;
-        }
-        OutT* o = out + (size_t)m * N + n;
-        if (e.accumulate) v += to_f(*o);
-        store_out(o, v);
+    for (int wi = 0; wi < kWarps; wi++) v += red[(size_t)wi * kTileN * MB + threadIdx.x];
+    if (e.gelu) v = gelu_tanh(v);
+    if (to_cache) {  // K/V columns of the QKV product go straight into the cache
+        int part = out_n / e.C, cc = out_n % e.C, hs = e.C / e.NH;
+        size_t dst = (((size_t)out_m * e.NH + cc / hs) * e.maxT + *e.d_pos) * hs + cc % hs;
+        (part == 1 ? e.kcache : e.vcache)[dst] = from_f<floatX>(v);
+        return;
     }
+    store_out(out + (size_t)out_m * N + out_n, v + resid);
 }
 
 template <int NT, typename OutT>
@@ -224,7 +233,8 @@ void dispatch(OutT* out, const floatX* inp, const floatX* w, int M, int N, int K
 
 size_t decode_linear_smem(int M, int K) {
     int mb = M <= 8 ? 8 : 16;
-    return (size_t)mb * (K + 8) * sizeof(floatX) + (size_t)kWarps * kTileN * mb * sizeof(float);
+    return (size_t)mb * (K + 8) * sizeof(floatX) + (size_t)kWarps * kTileN * mb * sizeof(float) +
+           2 * (size_t)K * sizeof(floatX);
 }
 
 bool decode_linear_supported(int M, int N, int K) {
