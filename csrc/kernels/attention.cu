@@ -159,6 +159,7 @@ __global__ void attention_split_kernel(floatX* out, float* part, int* tickets, c
 #pragma unroll
         for (int d = 0; d < D; d++) dst[2 + lane * D + d] = acc[d];
         __threadfence();
+        __syncwarp();  // every lane's partial is visible before lane 0 takes the ticket
         if (lane == 0) ticket = atomicAdd(&tickets[b * NH + h], 1);
     }
     __syncthreads();

@@ -109,6 +109,7 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
             *reinterpret_cast<VecX*>(lnw + k) = *reinterpret_cast<const VecX*>(e.ln_w + k);
             *reinterpret_cast<VecX*>(lnb + k) = *reinterpret_cast<const VecX*>(e.ln_b + k);
         }
+    __syncthreads();  // the LayerNorm pass reads parameters other threads copied
     // Epilogue mapping: thread i < 16 * MB owns output (feature n0 + i / MB, batch row i % MB).
     const int out_f = threadIdx.x / MB, out_m = threadIdx.x % MB, out_n = n0 + out_f;
     const bool owns_out = threadIdx.x < kTileN * MB && out_m < M;
