@@ -6,16 +6,17 @@ FINAL=${OUT:-/tmp/gpt2d_out}; OUT=/tmp/gpt2d_logs; mkdir -p "$OUT" "$FINAL"
 trap 'tar czf "$FINAL/logs.tgz" -C "$OUT" .' EXIT
 export PYTHONUNBUFFERED=1 GPT2DRIVER_HOME=/tmp/gpt2d_home GPT2DRIVER_TOKENIZER=$PWD/.data/gpt2_tokenizer.bin
 rm -rf build results  # copies keep their mtimes: never trust an old build there
-pip install --no-deps --no-build-isolation -e . >"$OUT/pip.log" 2>&1 || { tail "$OUT/pip.log"; exit 1; }
-gpt2driver doctor >"$OUT/doctor.txt" 2>&1; tail -12 "$OUT/doctor.txt"
-gpt2driver build 2>&1 | tee "$OUT/build.txt" | tail -4
+G="python3 -m gpt2driver"  # the python that has torch, click, pandas (a bare `gpt2driver` may be another pip's)
+python3 -m pip install --no-deps --no-build-isolation -e . >"$OUT/pip.log" 2>&1 || { tail "$OUT/pip.log"; exit 1; }
+$G doctor >"$OUT/doctor.txt" 2>&1; tail -12 "$OUT/doctor.txt"
+$G build 2>&1 | tee "$OUT/build.txt" | tail -4
 echo "== gpt2driver sweep (default)"; SECONDS=0
-timeout 300 gpt2driver sweep >"$OUT/sweep.txt" 2>"$OUT/sweep.err"; echo "sweep rc=$? in ${SECONDS}s"
+timeout 300 $G sweep >"$OUT/sweep.txt" 2>"$OUT/sweep.err"; echo "sweep rc=$? in ${SECONDS}s"
 cp results/gpt2_optim/results.csv "$OUT/" 2>/dev/null
 CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 B=build/sm${CC}_bf16; M=$(ls $GPT2DRIVER_HOME/models/*bf16*.bin | head -1)
-timeout 120 gpt2driver validate -b 2 -n 128 >"$OUT/validate.txt" 2>&1; echo "validate rc=$?"; tail -4 "$OUT/validate.txt"
-timeout 60 gpt2driver run --prompt "The quick brown fox" -b 2 -n 24 >"$OUT/run.txt" 2>&1; echo "run rc=$?"; tail -6 "$OUT/run.txt"
+timeout 120 $G validate -b 2 -n 128 >"$OUT/validate.txt" 2>&1; echo "validate rc=$?"; tail -4 "$OUT/validate.txt"
+timeout 60 $G run --prompt "The quick brown fox" -b 2 -n 24 >"$OUT/run.txt" 2>&1; echo "run rc=$?"; tail -6 "$OUT/run.txt"
 for flag in "" --no-graph --no-gemv --no-fused --no-split-attn --no-pdl; do
   $B/optimized -e $M -b 1 -g 512 --repeat 3 -q $flag > "$OUT/ablate$flag.txt" 2>&1; echo "optimized B=1 ${flag:-all-on} $(grep -o 'step_ms=[0-9.e+-]* tokens_per_s=[0-9.e+]*' "$OUT/ablate$flag.txt" | tail -1)"
 done

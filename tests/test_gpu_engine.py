@@ -225,7 +225,9 @@ def test_greedy_matches_reference(bins, models, reference_model, tmp_path, preci
         assert (conf["program"], conf["precision"], int(conf["B"]), int(conf["prompt_len"]),
                 int(conf["gen"])) == (v, precision, B, P, gen), run.describe()
         seqs = sequences(run, B)
-        assert seqs[0, 0] == EOT and (seqs[:, :P] == seqs[0, :P]).all(), "synthetic prompt"
+        assert (seqs[:, 0] == EOT).all(), "synthetic prompts start with EOT"
+        if B > 1 and P > 2:  # synthetic prompts differ per row, so a row mix-up cannot hide
+            assert len({seqs[b, :P].tobytes() for b in range(B)}) == B, "synthetic prompts differ per row"
         check_greedy_tokens(dump, seqs, P, label)
         rel = check_against_reference(run, dump, seqs, cfg, model, precision, P, gen, stride, label)
         report.append(f"{v}: max rel-err {rel:.3g}")
