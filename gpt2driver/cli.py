@@ -355,15 +355,56 @@ def format_validation(res, worst: int = 5) -> str:
 @click.option("--cc", type=click.IntRange(min=10), default=None, help="Compute capability [detected].")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Parallel make jobs.")
 @click.option("--dry-run", is_flag=True, help="List the points (and which are done); run nothing.")
-def sweep(config_path, out, cc, jobs, dry_run):
+@click.option("--gpus", default=None, metavar="all|0,1,...",
+              help="Run on these GPUs (nvidia-smi -L indices), one worker per GPU, each point on "
+                   "one GPU at a time [default: one point after the other on the default GPU].")
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
+              help="slurm: submit the unfinished points as a Slurm job array (sbatch) and gather "
+                   "the results.")
+@click.option("--partition", default=None, help="[slurm] Partition (sbatch --partition).")
+@click.option("--gres", default="gpu:1", show_default=True,
+              help="[slurm] Generic resources per task; 'none' for no --gres.")
+@click.option("--time", "time_limit", default=None, metavar="HH:MM:SS",
+              help="[slurm] Time limit per array task (sbatch --time).")
+@click.option("--slurm-opt", multiple=True, metavar="KEY=VAL",
+              help="[slurm] Any other sbatch option, as --KEY=VAL (repeatable), e.g. account=abc.")
+@click.option("--max-tasks", type=click.IntRange(min=1), default=None,
+              help="[slurm] At most this many array tasks [default: one per group of variants].")
+@click.option("--max-running", type=click.IntRange(min=1), default=None,
+              help="[slurm] At most this many tasks at once (--array=...%N).")
+@click.option("--poll", "poll_s", type=click.FloatRange(min=0.1), default=10, show_default=True,
+              help="[slurm] Seconds between squeue polls.")
+def sweep(config_path, out, cc, jobs, dry_run, gpus, executor, partition, gres, time_limit,
+          slurm_opt, max_tasks, max_running, poll_s):
     """Run every point of a sweep config; resumable.
 
     Results go to results.jsonl (append-only), results.csv and results.json; a rerun skips the
     points already done. Ctrl-C stops cleanly (exit 130) keeping finished points.
+
+    --gpus all (or 0,1,...) runs one worker per GPU; builds and models are prepared first, and
+    each row records the GPU's name and index.
+
+    --executor slurm writes one shard per array task and a batch script under
+    <out>/slurm/<submission>/, submits them with sbatch, polls squeue, and gathers the results
+    into the same files; tasks that failed are shown with the tail of their log. The executables
+    are built and the default model made on this host before submission, so the results
+    directory, the build directory, the models and this Python environment must be on a
+    filesystem shared with the compute nodes (--cc is needed when this host has no GPU; with
+    mixed GPU types give the oldest compute capability). Ctrl-C cancels the job.
     """
     from .configs import ConfigError, default_config, load_config
     from .sweep import SweepError, SweepInterrupted, run_sweep
 
+    ctx = click.get_current_context()
+    slurm_only = {"partition": "--partition", "gres": "--gres", "time_limit": "--time",
+                  "slurm_opt": "--slurm-opt", "max_tasks": "--max-tasks",
+                  "max_running": "--max-running", "poll_s": "--poll"}
+    given = [flag for name, flag in slurm_only.items()
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if executor != "slurm" and given:
+        raise click.UsageError(f"{given[0]} needs --executor slurm")
+    if executor == "slurm" and gpus is not None:
+        raise click.UsageError("--gpus is for the local executor; Slurm tasks get a GPU through --gres")
     try:
         cfg = load_config(config_path) if config_path else default_config()
     except ConfigError as e:
@@ -371,8 +412,20 @@ def sweep(config_path, out, cc, jobs, dry_run):
     if cfg.profile is not None:
         raise _fail(f"{cfg.source} is a profiling config: use gpt2driver profile --config {cfg.source}")
     out_dir = Path(out) if out else repo_root() / "results" / cfg.name
+    kw = {}
     try:
-        run_sweep(cfg, out_dir, cc=cc, dry_run=dry_run, jobs=jobs)
+        if gpus is not None:
+            from .scaleout import parse_gpus
+
+            kw["gpus"] = parse_gpus(gpus)
+        if executor == "slurm":
+            from .scaleout import SlurmOptions
+
+            kw["executor"] = "slurm"
+            kw["slurm"] = SlurmOptions(partition=partition, gres=gres, time=time_limit,
+                                       extra=tuple(slurm_opt), max_tasks=max_tasks,
+                                       max_running=max_running, poll_s=poll_s)
+        run_sweep(cfg, out_dir, cc=cc, dry_run=dry_run, jobs=jobs, **kw)
     except SweepInterrupted as e:
         _note(str(e))
         sys.exit(130)
@@ -385,29 +438,60 @@ def sweep(config_path, out, cc, jobs, dry_run):
 # ------------------------------------------------------------------------------------------------
 
 
+NCU_ONLY = ("by", "metrics", "sections", "clock_control", "kernel_regex", "launch_count")
+
+
 @cli.command()
 @click.option("--tool", type=click.Choice(["builtin", "nsys", "ncu"]), default="builtin",
-              show_default=True, help="builtin: CUDA-event stage timer; nsys/ncu: Nsight tools.")
+              show_default=True,
+              help="builtin: CUDA-event stage timer; nsys: Nsight Systems kernel times; "
+                   "ncu: Nsight Compute kernel metrics (DRAM bytes, throughput, occupancy).")
 @click.option("--variant", type=click.Choice(["kvonly", "optimized"]), default="optimized",
               show_default=True, help="Variant profiled.")
 @click.option("-b", "--batch", type=click.IntRange(min=1), multiple=True,
               help="Batch size; repeat for several [1].")
 @click.option("--steps", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Measured decode steps.")
+              help="Measured decode steps (nsys captures the first one).")
 @click.option("--warmup", type=click.IntRange(min=0), default=8, show_default=True,
               help="Warm-up decode steps.")
 @click.option("--prompt-len", type=click.IntRange(min=1), default=None,
               help="Synthetic prompt length [one EOT token].")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="Profiling config (e.g. configs/profile.yaml); options given explicitly win.")
+@click.option("--out", "out_base", type=click.Path(file_okay=False),
+              help="Where the results folders <tool>-<variant>-b<B>-<timestamp>/ go "
+                   "[default: results/profile/ in the repository].")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Also write the table(s) as JSON records to this file ('-': stdout).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Also write the table(s) as CSV to this file ('-': stdout).")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Rows shown in the printed table (0 = all).")
+@click.option("--copy-gbps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Copy bandwidth (GB/s) that achieved bandwidth is compared with [3000: the H100 "
+                   "copy bandwidth measured on our device, docs/perf-notes.md]; give your GPU's.")
+@click.option("--by", type=click.Choice(["kernel", "stage"]), default="kernel", show_default=True,
+              help="ncu: one row per kernel, or per NVTX stage (qkv, attn, fc, ...).")
+@click.option("--metrics", help="ncu: comma-separated metrics [time, DRAM bytes and throughput, "
+                                "occupancy, SM throughput].")
+@click.option("--sections", help="ncu: comma-separated --section sets (e.g. SpeedOfLight,Occupancy).")
+@click.option("--clock-control", type=click.Choice(["none", "base"]), default="none",
+              show_default=True, help="ncu: none = the GPU's own clocks, base = locked base clocks.")
+@click.option("--kernel-regex", help="ncu: profile only kernels whose name matches this regex.")
+@click.option("--launch-count", type=click.IntRange(min=1), default=None,
+              help="ncu: profile at most this many kernel launches.")
 @gpu_options
-def profile(tool, variant, batch, steps, warmup, prompt_len, config_path, precision, cc,
-            checkpoint, timeout):
-    """Profile decode steps of the profile executable.
+def profile(tool, variant, batch, steps, warmup, prompt_len, config_path, out_base, json_path,
+            csv_path, top, copy_gbps, by, metrics, sections, clock_control, kernel_regex,
+            launch_count, precision, cc, checkpoint, timeout):
+    """Profile decode steps of the profile executable: which kernels cost what.
 
-    `--tool builtin` times each stage (layer norms, matmuls, attention, ...) with CUDA events and
-    prints a table. nsys/ncu support is not complete yet: the command checks the tool and prints
-    the command line to run.
+    Runs build/sm<CC>_<prec>/profile under the tool and prints, per kernel (nsys, ncu) or stage
+    (builtin): calls per step, time per step, mean time per call and share of the step; with ncu
+    also achieved DRAM GB/s against --copy-gbps, DRAM % of peak, occupancy and SM throughput.
+    Only the measured steps are profiled (NVTX range MEASURE in domain decode). Report files and
+    the parsed tables (table.csv, table.json, summary.txt) are kept in a results folder per
+    batch size.
     """
     from . import profiling
     from .configs import ConfigError, load_config
@@ -417,7 +501,8 @@ def profile(tool, variant, batch, steps, warmup, prompt_len, config_path, precis
     def given(name: str) -> bool:
         return ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
 
-    metrics: Sequence[str] = ()
+    copy_gbps = copy_gbps or profiling.DEFAULT_COPY_GBPS
+    metric_list = profiling.split_list(metrics)
     if config_path:
         try:
             cfg = load_config(config_path)
@@ -433,31 +518,68 @@ def profile(tool, variant, batch, steps, warmup, prompt_len, config_path, precis
         prompt_len = prompt_len if given("prompt_len") else cfg.prompt_len[0]
         timeout = timeout if given("timeout") else cfg.timeout_s
         cc = cc if cc is not None else cfg.cc
-        metrics = prof.get("metrics", ())
+        metric_list = metric_list or list(prof.get("metrics", ()))
         if variant not in ("kvonly", "optimized"):
             raise _fail(f"{config_path}: variants: profile takes kvonly or optimized, not {variant}")
+    if tool != "ncu":
+        wrong = [n for n in NCU_ONLY if given(n)]
+        if wrong:
+            raise click.UsageError(f"--{wrong[0].replace('_', '-')} applies to --tool ncu only")
     batches = batch or (1,)
+    quiet_stdout = "-" in (json_path, csv_path)
+    say = _note if quiet_stdout else click.echo
+    base = Path(out_base) if out_base else repo_root() / "results" / "profile"
+    ncu_opts = profiling.NcuOptions(metric_list, profiling.split_list(sections), clock_control,
+                                    kernel_regex, launch_count, by)
+    done = []
     try:
-        if tool != "builtin":
-            profiling.require_tool(tool)
+        exe = profiling.require_tool(tool) if tool != "builtin" else None
         cc = resolve_cc(cc)
         bin_dir = ensure_built(cc, precision)
         ckpt = resolve_checkpoint(checkpoint, precision)
         for b in batches:
             args = profiling.profile_args(ckpt, variant, b, steps, warmup, prompt_len,
                                           builtin=tool == "builtin")
-            if tool != "builtin":
-                out = repo_root() / "results" / "profile" / f"{variant}_b{b}_{tool}"
-                raise profiling.not_implemented(
-                    tool, profiling.external_command(tool, bin_dir / "profile", args, out, metrics))
-            res = run_checked(bin_dir / "profile", args, timeout)
-            p = res.profile
-            click.echo(f"{variant} B={b} on {res.config.get('device', '?')}: "
-                       f"{p.get('step_ms', float('nan')):.4g} ms/step, "
-                       f"{p.get('tokens_per_s', float('nan')):.1f} tok/s over {p.get('steps', steps)} steps")
-            click.echo(profiling.stage_table(res))
-    except profiling.ProfilingError as e:
-        raise _fail(e) from None
+            out_dir = profiling.results_dir(base, tool, variant, b)
+            binary = bin_dir / "profile"
+            if tool == "builtin":
+                rep = profiling.run_builtin(binary, args, out_dir, timeout)
+            elif tool == "nsys":
+                rep = profiling.run_nsys(binary, args, out_dir, timeout, exe=exe)
+            else:
+                rep = profiling.run_ncu(binary, args, out_dir, timeout, ncu_opts, exe=exe,
+                                        steps=steps)
+            text = "\n".join([_profile_headline(rep, variant, b),
+                              profiling.summarize(rep, copy_gbps, top)])
+            profiling.save_report(rep, text)
+            say(text)
+            say(f"files: {out_dir}")
+            done.append(({"tool": tool, "variant": variant, "batch": b}, rep))
+        frame = profiling.combined_frame(done, copy_gbps)
+        if json_path:
+            _write_out(json_path, frame.to_json(orient="records", indent=2) + "\n")
+        if csv_path:
+            _write_out(csv_path, frame.to_csv(index=False))
+    except (profiling.ProfilingError, RunError, OSError) as e:
+        raise _fail(str(e).replace("\n", " ")) from None
+
+
+def _profile_headline(rep, variant: str, batch: int) -> str:
+    res = rep.result
+    where = f"{variant} B={batch} on {res.config.get('device', '?')}"
+    p = res.profile
+    if rep.tool == "builtin" and isinstance(p.get("step_ms"), (int, float)):
+        tps = p.get("tokens_per_s", float("nan"))
+        return (f"{where}: {p['step_ms']:.4g} ms/step, {tps:.1f} tok/s over "
+                f"{p.get('steps', rep.steps)} steps")
+    return f"{where} ({rep.tool})"
+
+
+def _write_out(path: str, text: str) -> None:
+    if path == "-":
+        click.echo(text, nl=False)
+    else:
+        Path(path).write_text(text)
 
 
 # ------------------------------------------------------------------------------------------------

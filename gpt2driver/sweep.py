@@ -3,6 +3,9 @@
 ``results.jsonl`` is append-only (one line per finished point, fsynced); ``results.csv`` and
 ``results.json`` are rewritten from it atomically after every point. A rerun skips the points
 already recorded as ok.
+
+Points run one after the other on the default GPU, or (``gpus=[...]``, ``executor="slurm"``)
+through :mod:`gpt2driver.scaleout`: one worker per local GPU, or a Slurm job array.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -21,7 +26,7 @@ from .configs import GROUP_FIELDS, POINT_FIELDS, SweepConfig, expand
 from .protocol import tokens_per_s
 from .runner import RunError, engine_args, run_binary
 
-RESULT_FIELDS = ("gpu", "cc", "status", "error", "tokens_per_s_median", "tokens_per_s_min",
+RESULT_FIELDS = ("gpu", "gpu_index", "host", "cc", "status", "error", "tokens_per_s_median", "tokens_per_s_min",
                  "tokens_per_s_max", "prefill_ms", "step_ms", "total_ms", "mem_weights_bytes",
                  "mem_kv_bytes", "mem_act_bytes", "mem_total_bytes", "mem_device_used_bytes",
                  "wall_s", "finished_at")
@@ -96,13 +101,18 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 class ResultsStore:
-    """results.jsonl (the record) plus results.csv / results.json (views of it)."""
+    """results.jsonl (the record) plus results.csv / results.json (views of it).
+
+    Appends from several threads of one process are serialized by a lock (the line append and
+    the rewrite of the views happen together).
+    """
 
     def __init__(self, out_dir: Path):
         self.dir = Path(out_dir)
         self.jsonl = self.dir / "results.jsonl"
         self.csv = self.dir / "results.csv"
         self.json = self.dir / "results.json"
+        self.lock = threading.RLock()
 
     def rows(self) -> List[Dict[str, Any]]:
         """Recorded rows, the latest per point id; a torn last line is ignored."""
@@ -123,17 +133,25 @@ class ResultsStore:
         return {r["id"] for r in self.rows() if r.get("status") == "ok"}
 
     def append(self, row: Dict[str, Any]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps(row, allow_nan=False, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.rewrite()
+        self.extend([row])
+
+    def extend(self, rows: List[Dict[str, Any]]) -> None:
+        """Append rows to the record, then rewrite the views once."""
+        if not rows:
+            return
+        with self.lock:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with open(self.jsonl, "a") as f:
+                f.write("".join(json.dumps(r, allow_nan=False, default=str) + "\n" for r in rows))
+                f.flush()
+                os.fsync(f.fileno())
+            self.rewrite()
 
     def rewrite(self) -> None:
-        df = summarize(self.rows())
-        _atomic_write_text(self.csv, df.to_csv(index=False))
-        _atomic_write_text(self.json, df.to_json(orient="records", indent=2) + "\n")
+        with self.lock:
+            df = summarize(self.rows())
+            _atomic_write_text(self.csv, df.to_csv(index=False))
+            _atomic_write_text(self.json, df.to_json(orient="records", indent=2) + "\n")
 
 
 def _clean(v: Any) -> Any:
@@ -141,10 +159,14 @@ def _clean(v: Any) -> Any:
 
 
 def make_row(point: Dict[str, Any], result=None, error: Optional[str] = None,
-             gpu: Optional[str] = None, cc: Optional[int] = None, wall_s: float = 0.0) -> Dict[str, Any]:
+             gpu: Optional[str] = None, cc: Optional[int] = None, wall_s: float = 0.0,
+             gpu_index: Any = None, host: Optional[str] = None) -> Dict[str, Any]:
+    """A results row. ``gpu`` is the device name the executable reported (config.device),
+    ``gpu_index`` the GPU it was pinned to (CUDA_VISIBLE_DEVICES), ``host`` the machine."""
     row: Dict[str, Any] = {k: point.get(k) for k in ("id",) + POINT_FIELDS}
     row.update({k: None for k in RESULT_FIELDS})
-    row.update(gpu=gpu, cc=cc, status="failed" if error else "ok", error=error,
+    row.update(gpu=gpu, gpu_index=gpu_index, host=host or socket.gethostname(), cc=cc,
+               status="failed" if error else "ok", error=error,
                wall_s=round(wall_s, 3), finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
     if result is not None:
         row["gpu"] = result.config.get("device", gpu)
@@ -160,11 +182,12 @@ def make_row(point: Dict[str, Any], result=None, error: Optional[str] = None,
 
 
 def summarize(rows: List[Dict[str, Any]]):
-    """A DataFrame of the rows with speedup_vs_naive (per model/precision/batch/gen/prompt_len)."""
+    """A DataFrame of the rows with speedup_vs_naive (per GPU name and model/precision/batch/gen/
+    prompt_len: a speedup never compares timings taken on different kinds of GPU)."""
     import pandas as pd
 
     def key(r):
-        return tuple(r.get(k) for k in GROUP_FIELDS)
+        return (r.get("gpu"),) + tuple(r.get(k) for k in GROUP_FIELDS)
 
     naive = {key(r): r.get("tokens_per_s_median") for r in rows
              if r.get("variant") == "naive" and r.get("status") == "ok"}
@@ -205,7 +228,8 @@ def format_table(df) -> str:
     if df.empty:
         return "(no results)"
     records = df.to_dict("records")
-    extra = _varying(records, ("model", "precision", "prompt_len"))
+    extra = _varying([r for r in records if r.get("gpu")], ("gpu",))
+    extra += _varying(records, ("model", "precision", "prompt_len"))
     headers = extra + ["variant", "B", "gen", "tok/s median", "min", "max", "vs naive", "status"]
     body = []
     for r in records:
@@ -258,13 +282,39 @@ def plot(df, path: Path) -> Optional[str]:
 
 
 class PointRunner:
-    """Runs points on one GPU; builds each precision and resolves each model once."""
+    """Runs points on one GPU; builds each precision and resolves each model once.
 
-    def __init__(self, cc: int, timeout_s: float, jobs: Optional[int] = None):
+    ``gpu_index`` pins the executables to one GPU (CUDA_VISIBLE_DEVICES, in nvidia-smi's order);
+    None leaves the environment alone (the default GPU).
+    """
+
+    def __init__(self, cc: int, timeout_s: float, jobs: Optional[int] = None,
+                 gpu_index: Optional[int] = None):
         self.cc, self.timeout_s, self.jobs = cc, timeout_s, jobs
         self._bins: Dict[str, Any] = {}      # precision -> Path, or the exception
         self._models: Dict[tuple, Any] = {}  # (model, precision, checkpoint) -> Path, or exception
         self.gpu: Optional[str] = None
+        self.gpu_index = gpu_index
+        self.last_error: Optional[str] = None  # the full message of the last failure (stderr tail)
+
+    def for_gpu(self, gpu_index: int) -> "PointRunner":
+        """A runner pinned to one GPU that shares this one's builds and models (prepare them
+        first: the caches are only read from the workers' threads)."""
+        other = PointRunner(self.cc, self.timeout_s, self.jobs, gpu_index=gpu_index)
+        other._bins, other._models = self._bins, self._models
+        return other
+
+    def preset(self, precision: str, model: str, checkpoint: Optional[str], bin_dir, ckpt) -> None:
+        """Use an existing binary directory and checkpoint for these keys (no build, no model
+        generation): how a Slurm shard runs what the submitting host prepared."""
+        self._bins[precision] = Path(bin_dir)
+        self._models[(model, precision, checkpoint)] = Path(ckpt)
+
+    def env(self) -> Optional[Dict[str, str]]:
+        if self.gpu_index is None:
+            return None
+        # CUDA numbers GPUs fastest first unless told otherwise; nvidia-smi by PCI bus.
+        return {"CUDA_VISIBLE_DEVICES": str(self.gpu_index), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
     @staticmethod
     def _cached(cache: Dict, key, make):
@@ -291,21 +341,54 @@ class PointRunner:
         result, error = None, None
         try:
             bin_dir, ckpt = self.prepare(p["precision"], p["model"], p["checkpoint"])
-            result = run_binary(bin_dir / p["variant"], point_args(p, ckpt), timeout=self.timeout_s)
+            env = self.env()
+            kw = {"env": env} if env is not None else {}
+            result = run_binary(bin_dir / p["variant"], point_args(p, ckpt), timeout=self.timeout_s,
+                                **kw)
         except build_mod.BuildError as e:
-            error = f"build failed: {str(e).splitlines()[0]}"
+            error, self.last_error = f"build failed: {str(e).splitlines()[0]}", str(e)
         except RunError as e:
-            error = str(e).splitlines()[0]
+            error, self.last_error = str(e).splitlines()[0], str(e)
         except Exception as e:  # model preparation (CheckpointError, OSError)
-            error = f"model: {e}"
-        row = make_row(p, result, error, gpu=self.gpu, cc=self.cc, wall_s=time.monotonic() - t0)
+            error = self.last_error = f"model: {e}"
+        row = make_row(p, result, error, gpu=self.gpu, cc=self.cc, wall_s=time.monotonic() - t0,
+                       gpu_index=self.gpu_index)
         self.gpu = row["gpu"] or self.gpu
         return row
 
+    def prepare_points(self, points: List[Dict[str, Any]]) -> None:
+        """Build every precision and resolve every model the points need, once; failures are
+        kept and reported by run() for each point concerned."""
+        for p in points:
+            try:
+                self.prepare(p["precision"], p["model"], p["checkpoint"])
+            except Exception:
+                pass
+
+
+def ordered_rows(store: ResultsStore, order: Dict[str, int]) -> List[Dict[str, Any]]:
+    """This config's rows in sweep order; grouped by GPU name when they come from several kinds
+    of GPU (a cluster with mixed nodes)."""
+    rows = [r for r in store.rows() if r["id"] in order]
+    if len({r.get("gpu") for r in rows if r.get("gpu")}) > 1:
+        return sorted(rows, key=lambda r: (r.get("gpu") is None, r.get("gpu") or "", order[r["id"]]))
+    return sorted(rows, key=lambda r: order[r["id"]])
+
 
 def run_sweep(cfg: SweepConfig, out_dir: Path, cc: Optional[int] = None, dry_run: bool = False,
-              log: Log = _stderr, jobs: Optional[int] = None):
-    """Run the sweep's missing points; return the summary DataFrame of this config's points."""
+              log: Log = _stderr, jobs: Optional[int] = None, gpus: Optional[List[int]] = None,
+              executor: str = "local", slurm=None):
+    """Run the sweep's missing points; return the summary DataFrame of this config's points.
+
+    ``gpus``: run on these GPUs (nvidia-smi indices), one worker each, each point pinned to one
+    GPU. ``executor="slurm"``: submit the missing points as a Slurm job array (``slurm``: a
+    :class:`gpt2driver.scaleout.SlurmOptions`) and gather its results. Default: one point after
+    the other on the default GPU.
+    """
+    if executor not in ("local", "slurm"):
+        raise SweepError(f"unknown executor {executor!r} (local or slurm)")
+    if gpus is not None and executor != "local":
+        raise SweepError("--gpus is for the local executor; Slurm tasks get their GPU through --gres")
     points = expand(cfg)
     store = ResultsStore(out_dir)
     done = store.ok_ids()
@@ -317,7 +400,7 @@ def run_sweep(cfg: SweepConfig, out_dir: Path, cc: Optional[int] = None, dry_run
             print(f"[{i}/{n}] {point_label(p, extra)}  id={p['id']}"
                   f"{'  (done)' if p['id'] in done else ''}")
         print(f"{n} points, {len(done & set(order))} already done; results in {out_dir}")
-        return summarize([r for r in store.rows() if r["id"] in order])
+        return summarize(ordered_rows(store, order))
 
     if any(p["id"] not in done for p in points):
         cc = cc or cfg.cc
@@ -331,26 +414,52 @@ def run_sweep(cfg: SweepConfig, out_dir: Path, cc: Optional[int] = None, dry_run
         raise SweepError(f"cannot create results directory {out_dir}: {e.strerror or e}") from None
 
     runner = PointRunner(cc, cfg.timeout_s, jobs)
+    labels = {p["id"]: f"[{i}/{n}] {point_label(p, extra)}" for i, p in enumerate(points, 1)}
+    if executor == "slurm":
+        from . import scaleout
+
+        scaleout.run_on_slurm(points, store, runner, Path(out_dir), labels, slurm, log=log,
+                              name=cfg.name)
+    elif gpus is not None:
+        from . import scaleout
+
+        todo = []
+        for p in points:
+            if p["id"] in done:
+                log(f"{labels[p['id']]} ... done earlier, skipped")
+            else:
+                todo.append(p)
+        scaleout.run_on_gpus(todo, gpus, store, runner, labels, log=log)
+    else:
+        _run_in_order(points, done, store, runner, labels, log)
+    df = summarize(ordered_rows(store, order))
+    print(format_table(df))
+    png = Path(out_dir) / "tokens_per_s.png"
+    print(plot(df, png) or f"plot: {png}")
+    print(f"results: {store.csv} {store.json}")
+    return df
+
+
+def log_row(log: Log, label: str, row: Dict[str, Any], where: str = "") -> None:
+    if row["status"] == "ok":
+        log(f"{label} ...{where} {_num(row['tokens_per_s_median'], '{:.0f}') or '?'} tok/s")
+    else:
+        log(f"{label} ...{where} FAILED: {row['error']}")
+
+
+def _run_in_order(points, done, store: ResultsStore, runner: PointRunner, labels, log: Log) -> None:
+    """The default: one point after the other on the default GPU."""
     finished = 0
     try:
-        for i, p in enumerate(points, 1):
-            label = f"[{i}/{n}] {point_label(p, extra)}"
+        for p in points:
+            label = labels[p["id"]]
             if p["id"] in done:
                 log(f"{label} ... done earlier, skipped")
                 continue
             row = runner.run(p)
             store.append(row)
             finished += 1
-            if row["status"] == "ok":
-                log(f"{label} ... {_num(row['tokens_per_s_median'], '{:.0f}') or '?'} tok/s")
-            else:
-                log(f"{label} ... FAILED: {row['error']}")
+            log_row(log, label, row)
     except KeyboardInterrupt:
         raise SweepInterrupted(f"interrupted: {finished} point(s) finished in this run are kept in "
                                f"{store.jsonl}; rerun the same command to resume") from None
-    df = summarize(sorted((r for r in store.rows() if r["id"] in order), key=lambda r: order[r["id"]]))
-    print(format_table(df))
-    png = Path(out_dir) / "tokens_per_s.png"
-    print(plot(df, png) or f"plot: {png}")
-    print(f"results: {store.csv} {store.json}")
-    return df
