@@ -41,20 +41,4 @@ done
 for flag in --no-graph --no-gemv --no-fused --no-split-attn --no-pdl; do
   $B/optimized -e $M -b 1 -g 512 --repeat 3 -q $flag > "$OUT/ablate$flag.txt" 2>&1; echo "optimized $flag B=1 $(grep -o 'tokens_per_s=[0-9.e+]*' "$OUT/ablate$flag.txt" | tail -1)"
 done
-for Bn in 1 16; do
-timeout 180 ncu --nvtx --nvtx-include "decode@MEASURE/" --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed --csv --print-units base $B/profile -e $M -b $Bn --steps 1 --warmup 4 -q > "$OUT/ncu_b$Bn.csv" 2>"$OUT/ncu_b$Bn.err"; echo "ncu B=$Bn rc=$?"
-python3 - "$OUT/ncu_b$Bn.csv" <<'PY'
-import csv,sys,collections
-rows=[r for r in csv.reader(open(sys.argv[1])) if len(r)>10]
-if not rows: print("no ncu rows"); sys.exit()
-h=rows[0]; ki=h.index("Kernel Name"); mi=h.index("Metric Name"); vi=h.index("Metric Value")
-t=collections.defaultdict(float); n=collections.Counter(); bw=collections.defaultdict(float)
-for r in rows[1:]:
-    k=r[ki].split("(")[0].split("<")[0][-40:]
-    if r[mi]=="gpu__time_duration.sum": t[k]+=float(r[vi].replace(",","")); n[k]+=1
-    else: bw[k]+=float(r[vi].replace(",",""))
-tot=sum(t.values())
-for k,v in sorted(t.items(),key=lambda x:-x[1]): print(f"{k:42s} n={n[k]:3d} {v/1e3:8.1f} us {100*v/tot:5.1f}% dram {bw[k]/n[k]:5.1f}%")
-print(f"kernel sum {tot/1e3:.1f} us")
-PY
-done
+# kernel tables with ncu: scripts/device_perf.sh

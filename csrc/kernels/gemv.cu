@@ -13,10 +13,7 @@ namespace {
 constexpr int kGemvWarps = 4;
 
 __device__ __forceinline__ VecX load_stream(const floatX* p) {
-    int4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
+    int4 r = load_stream16(p);
     VecX v;
     *reinterpret_cast<int4*>(&v) = r;
     return v;

@@ -20,14 +20,6 @@ namespace {
 constexpr int kWarps = 8, kThreads = kWarps * 32, kTileN = 16, kUnroll = 4;
 constexpr size_t kStaticSmemReserve = 1024;  // room for any static shared memory of the kernel
 
-__device__ __forceinline__ int4 load_weights(const floatX* p) {
-    int4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-    return r;
-}
-
 __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                          uint32_t b0, uint32_t b1) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -97,8 +89,8 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
         for (int u = 0; u < kUnroll; u++) {
             int s = s0 + u * kWarps;
             if (s < steps) {
-                alo[u] = load_weights(wlo + s * 32);
-                ahi[u] = load_weights(whi + s * 32);
+                alo[u] = load_stream16(wlo + s * 32);
+                ahi[u] = load_stream16(whi + s * 32);
             }
         }
     };
