@@ -24,11 +24,10 @@ push/pop range ``MEASURE``. nsys writes a range as range@domain, ncu as domain@r
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
-import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -36,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .protocol import ProtocolError, RunResult, parse_output
+from .protocol import EXIT_CODES, ProtocolError, RunResult, parse_output
 from .runner import RunError, _kill_group, _tail, engine_args, run_binary
 
 TOOLS = ("builtin", "nsys", "ncu")
@@ -49,7 +48,7 @@ NCU_NVTX_INCLUDE = f"{NVTX_DOMAIN}@{MEASURE_RANGE}/"   # domain@range, '/' = pus
 DEFAULT_COPY_GBPS = 3000.0
 
 NSYS_REPORTS = ("cuda_gpu_kern_sum", "nvtx_sum")
-NSYS_REPORTS_LEGACY = ("gpukernsum", "nvtxsum")  # names before the 2023 renaming
+NSYS_REPORTS_LEGACY = ("gpukernsum", "nvtxsum")  # the same reports in older nsys versions
 
 NCU_DEFAULT_METRICS = (
     "gpu__time_duration.sum",
@@ -114,17 +113,15 @@ def profile_args(checkpoint: Path, variant: str = "optimized", batch: int = 1, s
 
 
 def nsys_command(binary: Path, args: Sequence[str], out: Path,
-                 graph_trace: Optional[str] = "node") -> List[str]:
-    """nsys profile of the first MEASURE range (``out`` is the report path without .nsys-rep).
+                 range_end: str = "stop-shutdown") -> List[str]:
+    """nsys profile from the first MEASURE range (``out`` is the report path without .nsys-rep).
 
-    ``--cuda-graph-trace=node`` traces the kernels inside the optimized variant's CUDA graph one by
-    one (nsys' default traces a graph launch as a whole).
+    ``range_end`` stop-shutdown ends collection and the program with that range (one step);
+    ``none`` would keep collecting to the end of the program (every measured step).
     """
-    cmd = ["nsys", "profile", "-t", "cuda,nvtx", "--capture-range=nvtx",
-           f"--nvtx-capture={NSYS_CAPTURE}", "--capture-range-end=stop-shutdown"]
-    if graph_trace:
-        cmd.append(f"--cuda-graph-trace={graph_trace}")
-    return cmd + ["-o", str(out), "--force-overwrite", "true", str(binary), *map(str, args)]
+    return ["nsys", "profile", "-t", "cuda,nvtx", "--capture-range=nvtx",
+            f"--nvtx-capture={NSYS_CAPTURE}", f"--capture-range-end={range_end}", "-o", str(out),
+            "--force-overwrite", "true", str(binary), *map(str, args)]
 
 
 def nsys_stats_command(report: Path, prefix: Path, legacy: bool = False) -> List[str]:
@@ -274,7 +271,7 @@ def _nsys_summary(text: str, name_keys: Sequence[str]):
 def _finish(df, steps: int, order: Sequence[str]):
     """Per-step columns and shares; rows sorted by total time; ``order`` columns first."""
     steps = max(int(steps or 1), 1)
-    df["calls"] = df["calls"].astype("int64")
+    df["calls"] = df["calls"].fillna(0).astype("int64")
     df["calls_per_step"] = df["calls"] / steps
     df["step_us"] = df["total_us"] / steps
     total = df["total_us"].sum()
@@ -292,17 +289,15 @@ def parse_nsys_kern_sum(text: str, steps: int = 1):
     return _finish(df, steps, BASE_COLUMNS + ["med_us", "min_us", "max_us", "std_us", "kernel"])
 
 
-def parse_nsys_nvtx_sum(text: str, steps: int = 1):
-    """``nsys stats --report nvtx_sum`` (or ``nvtxsum``) CSV -> per-range table.
+def parse_nsys_nvtx_sum(text: str):
+    """``nsys stats --report nvtx_sum`` (or ``nvtxsum``) CSV -> per-range table
+    (``name calls total_us mean_us med_us min_us max_us std_us style``).
 
-    Range names may come domain-qualified ('decode:MEASURE'); ``range`` drops the domain.
+    Range names may come domain-qualified ('decode:MEASURE'); ``name`` drops the domain.
     """
     df = _nsys_summary(text, ("range", "name"))
-    df.insert(0, "range", df["name"].str.rsplit(":", n=1).str[-1].str.lstrip(":"))
-    df = df.drop(columns=["name"]).rename(columns={"range": "name"})
-    steps = max(int(steps or 1), 1)
-    df["calls"] = df["calls"].astype("int64")
-    df["step_us"] = df["total_us"] / steps
+    df["name"] = df["name"].str.rsplit(":", n=1).str[-1]
+    df["calls"] = df["calls"].fillna(0).astype("int64")
     return df.reset_index(drop=True)
 
 
@@ -358,7 +353,8 @@ def parse_ncu_csv(text: str):
     import pandas as pd
 
     lines = text.splitlines()
-    start = next((i for i, l in enumerate(lines) if l.lstrip().startswith('"ID","Process ID"')), None)
+    start = next((i for i, l in enumerate(lines)
+                  if l.lstrip().startswith('"ID",') and '"Metric Name"' in l), None)
     if start is None:
         if any(m in text for m in NCU_EMPTY_MARKERS):
             raise ProfilingError(empty_capture_message("ncu"))
@@ -428,7 +424,7 @@ def ncu_table(launches, steps: int = 1, by: str = "kernel"):
             ok = vals.notna()
             if not ok.any():
                 row[m] = math.nan
-            elif m.endswith("_pct") and dur[ok].sum() > 0:
+            elif "pct" in m and dur[ok].sum() > 0:
                 row[m] = float((vals[ok] * dur[ok]).sum() / dur[ok].sum())
             elif m.endswith("_bytes"):
                 row[m] = float(vals[ok].sum()) / len(grp)
@@ -452,17 +448,15 @@ def builtin_table(result: RunResult):
     """The ``stage`` lines of ``profile --builtin`` as the common table (share as a fraction)."""
     import pandas as pd
 
-    steps = int(result.profile.get("steps") or 1)
-    rows = [{"name": str(s.get("name")), "calls": int(to_number(s.get("calls", 0)) or 0),
-             "total_us": to_number(s.get("total_ms", math.nan)) * 1e3,
-             "mean_us": to_number(s.get("mean_us", math.nan))} for s in result.stages]
-    if not rows:
+    if not result.stages:
         raise ProfilingError("profile --builtin printed no stage lines")
-    df = _finish(pd.DataFrame.from_records(rows), steps, BASE_COLUMNS)
-    given = {str(s.get("name")): to_number(s.get("share", math.nan)) for s in result.stages}
-    scale = 0.01 if sum(v for v in given.values() if not math.isnan(v)) > 1.5 else 1.0
-    df["share"] = [given.get(n, math.nan) * scale if not math.isnan(given.get(n, math.nan))
-                   else s for n, s in zip(df["name"], df["share"])]
+    rows = [{"name": str(s.get("name")), "calls": to_number(s.get("calls", 0)),
+             "total_us": to_number(s.get("total_ms")) * 1e3, "mean_us": to_number(s.get("mean_us")),
+             "given": to_number(s.get("share"))} for s in result.stages]
+    df = _finish(pd.DataFrame.from_records(rows), int(result.profile.get("steps") or 1), BASE_COLUMNS)
+    given = df.pop("given")
+    scale = 0.01 if given.sum() > 1.5 else 1.0  # a fraction, or already a percentage
+    df["share"] = (given * scale).fillna(df["share"])
     return df
 
 
@@ -488,12 +482,12 @@ def permission_message(tool: str) -> str:
 
 
 def empty_capture_message(tool: str) -> str:
-    where = (f"--nvtx-include {NCU_NVTX_INCLUDE}" if tool == "ncu"
-             else f"--nvtx-capture={NSYS_CAPTURE}")
+    ncu = tool == "ncu"
+    where = f"--nvtx-include {NCU_NVTX_INCLUDE}" if ncu else f"--nvtx-capture={NSYS_CAPTURE}"
     return (f"{tool} captured no kernels: the NVTX range {MEASURE_RANGE} in domain {NVTX_DOMAIN} "
             f"was not hit ({where}); check that the profile executable runs measured steps "
-            f"(--steps >= 1, and --warmup to get past start-up) and that --kernel-regex, if given, "
-            f"matches a kernel")
+            f"(--steps >= 1, and --warmup to get past start-up)"
+            + (" and that --kernel-regex, if given, matches a kernel" if ncu else ""))
 
 
 def diagnose(tool: str, text: str) -> Optional[str]:
@@ -576,7 +570,6 @@ def check_run(tool: str, run: ToolRun, extra_text: str = "",
     if res.errors or (res.done not in (None, 0)):
         msg = f"profile (under {tool}) failed"
         if res.done not in (None, 0):
-            from .protocol import EXIT_CODES
             msg += f" with exit code {res.done} ({EXIT_CODES.get(res.done, 'unknown exit code')})"
         if res.errors:
             msg += f": {res.error_message}"
@@ -595,30 +588,35 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def _keep_output(out_dir: Path, stem: str, run: ToolRun) -> None:
-    _write(out_dir / f"{stem}.cmd.txt", " ".join(_quote(c) for c in run.cmd) + "\n")
+def _run_kept(cmd: List[str], out_dir: Path, stem: str, timeout: float,
+              exe: Optional[str]) -> ToolRun:
+    """run_tool, keeping <stem>.cmd.txt (written first), <stem>.stdout.txt and <stem>.stderr.txt."""
+    _write(out_dir / f"{stem}.cmd.txt", shlex.join(cmd) + "\n")
+    run = run_tool(cmd, timeout, exe)
     _write(out_dir / f"{stem}.stdout.txt", run.stdout)
     _write(out_dir / f"{stem}.stderr.txt", run.stderr)
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
+    return run
 
 
 def find_stats_csv(prefix: Path, names: Sequence[str]) -> Optional[Path]:
     """The CSV nsys stats wrote for one of the report ``names`` next to ``prefix``.
 
-    Recent versions write <prefix>_<report>.csv; report arguments add suffixes
-    (<prefix>_<report>_<arg>.csv); the longest name is tried first so that a short one never
-    matches a longer report's file.
+    Versions write <prefix>_<report>.csv, with report arguments as further suffixes
+    (<prefix>_<report>_<arg>.csv); a version that ignores the prefix names the file after the
+    report file (profile_<report>.csv), which is looked for last. The longest report name is
+    tried first, so that a short one never matches a longer report's file.
     """
-    files = sorted(prefix.parent.glob(f"{prefix.name}*.csv"))
-    for name in sorted(names, key=len, reverse=True):
+    files = sorted(prefix.parent.glob("*.csv"))
+    ordered = sorted(names, key=len, reverse=True)
+    for name in ordered:
         for f in files:
-            stem = f.stem[len(prefix.name):].lstrip("_")
-            if stem == name or stem.startswith(name + "_"):
+            if f.stem.startswith(prefix.name):
+                rest = f.stem[len(prefix.name):].lstrip("_")
+                if rest == name or rest.startswith(name + "_"):
+                    return f
+    for name in ordered:
+        for f in files:
+            if f.stem.endswith("_" + name):
                 return f
     return None
 
@@ -632,8 +630,7 @@ def run_nsys(binary: Path, args: Sequence[str], out_dir: Path, timeout: float,
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / name
-    prof = run_tool(nsys_command(binary, args, base), timeout, exe)
-    _keep_output(out_dir, "nsys_profile", prof)
+    prof = _run_kept(nsys_command(binary, args, base), out_dir, "nsys_profile", timeout, exe)
     report = next((p for p in (base.with_suffix(".nsys-rep"), base.with_suffix(".qdrep"))
                    if p.exists()), None)
     res = check_run("nsys", prof, check_returncode=report is None)
@@ -645,9 +642,9 @@ def run_nsys(binary: Path, args: Sequence[str], out_dir: Path, timeout: float,
     first = None
     kern = None
     for legacy in (False, True):
-        stats = run_tool(nsys_stats_command(report, prefix, legacy), timeout, exe)
+        stats = _run_kept(nsys_stats_command(report, prefix, legacy), out_dir,
+                          "nsys_stats" + ("_legacy" if legacy else ""), timeout, exe)
         commands.append(stats.cmd)
-        _keep_output(out_dir, "nsys_stats" + ("_legacy" if legacy else ""), stats)
         first = first or stats
         text = stats.stdout + "\n" + stats.stderr
         if any(m in text for m in PERMISSION_MARKERS):
@@ -675,16 +672,15 @@ def run_nsys(binary: Path, args: Sequence[str], out_dir: Path, timeout: float,
         raise ProfilingError(empty_capture_message("nsys")) from None
     if table.empty:
         raise ProfilingError(empty_capture_message("nsys"))
-    step_us = None
-    if ranges is not None:
-        ranges["step_us"] = ranges["total_us"] / steps
-        hit = ranges["name"] == MEASURE_RANGE
-        if hit.any():
-            step_us = float(ranges.loc[hit, "mean_us"].iloc[0])
     notes = []
+    if ranges is not None and len(ranges):
+        ranges["step_us"] = ranges["total_us"] / steps
+        shown = ", ".join(f"{r.name} {r.mean_us:.1f} us" for r in ranges.head(8).itertuples())
+        notes.append(f"NVTX ranges, host time per call (the program does not wait for the GPU "
+                     f"inside them): {shown}")
     if steps == 1:
         notes.append(f"nsys captures one step: it stops at the end of the first {MEASURE_RANGE} range")
-    return ProfileReport("nsys", table, steps, out_dir, res, ranges, step_us, commands, notes)
+    return ProfileReport("nsys", table, steps, out_dir, res, ranges, None, commands, notes)
 
 
 @dataclass
@@ -706,8 +702,7 @@ def run_ncu(binary: Path, args: Sequence[str], out_dir: Path, timeout: float,
     log = out_dir / "ncu.csv"
     cmd = ncu_command(binary, args, log, o.metrics, o.sections, o.clock_control, o.kernel_regex,
                       o.launch_count)
-    run = run_tool(cmd, timeout, exe)
-    _keep_output(out_dir, "ncu", run)
+    run = _run_kept(cmd, out_dir, "ncu", timeout, exe)
     log_text = log.read_text(errors="replace") if log.exists() else ""
     res = check_run("ncu", run, log_text)
     text = log_text if '"ID"' in log_text else (run.stdout + "\n" + log_text)
@@ -719,8 +714,8 @@ def run_ncu(binary: Path, args: Sequence[str], out_dir: Path, timeout: float,
     if o.launch_count is not None or o.kernel_regex:
         notes.append("kernels filtered (--launch-count / --kernel-regex): per-step numbers cover "
                      "only the profiled kernels")
-    notes.append("ncu serialises and replays each kernel: durations are per kernel, without "
-                 "launch gaps")
+    notes.append("ncu runs each kernel alone, caches flushed first (its default --cache-control all): "
+                 "durations leave out launch gaps")
     return ProfileReport("ncu", table, steps, out_dir, res, None, None, [cmd], notes)
 
 
@@ -728,7 +723,7 @@ def run_builtin(binary: Path, args: Sequence[str], out_dir: Path, timeout: float
     """profile --builtin (CUDA events per stage); RunError from runner on failure."""
     out_dir.mkdir(parents=True, exist_ok=True)
     cmd = [str(binary), *map(str, args)]
-    _write(out_dir / "builtin.cmd.txt", " ".join(_quote(c) for c in cmd) + "\n")
+    _write(out_dir / "builtin.cmd.txt", shlex.join(cmd) + "\n")
     res = run_binary(binary, list(args), timeout=timeout)
     _write(out_dir / "builtin.result.json", json.dumps(res.to_dict(), indent=2, default=str))
     table = builtin_table(res)
@@ -827,14 +822,12 @@ def summarize(report: ProfileReport, copy_gbps: float = DEFAULT_COPY_GBPS, top: 
            f"{what} {kernel_us:.1f} us/step"
     if report.step_us:
         head += f", step {report.step_us:.1f} us"
-        if report.tool == "nsys" and report.step_us > 0:
-            head += f" (GPU busy {min(kernel_us / report.step_us, 9.99) * 100:.0f}%)"
     lines.append(head)
     lines.append(format_table(df, top))
     n = len(df) if not top else min(top, len(df))
     if n < len(df):
         lines.append(f"top {n} of {len(df)} {what}: {df['share'].head(n).sum() * 100:.1f}% of the "
-                     f"{what} time of a step")
+                     f"{what[:-1]} time of a step")
     has_bytes = "gbps" in df.columns and "dram_bytes" in df.columns and df["gbps"].notna().any()
     if has_bytes:
         total_bytes = float((df["dram_bytes"] * df["calls"]).sum())
@@ -848,10 +841,11 @@ def summarize(report: ProfileReport, copy_gbps: float = DEFAULT_COPY_GBPS, top: 
     wall_us = report.step_us or (kernel_us if report.tool != "builtin" else None)
     if isinstance(weights, (int, float)) and weights > 0 and wall_us and not has_bytes:
         gbps = weights / (wall_us * 1e3)
-        lines.append(f"weights ({weights / 1e6:.0f} MB, read once a step) / step time: at least "
+        basis = "step time" if report.step_us else "kernel time"
+        lines.append(f"weights ({weights / 1e6:.0f} MB, read once a step) / {basis}: at least "
                      f"{gbps:.0f} GB/s = {gbps / copy_gbps * 100:.1f}% of the copy bandwidth "
                      f"({copy_gbps:.0f} GB/s)")
-    lines += [f"note: {n}" for n in report.notes]
+    lines += [f"note: {note}" for note in report.notes]
     return "\n".join(lines)
 
 
@@ -868,7 +862,3 @@ def combined_frame(reports: Iterable[Tuple[Dict[str, object], ProfileReport]],
         frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
-
-def stage_table(result: RunResult) -> str:
-    """The builtin stages as a table (kept for callers of the first version)."""
-    return format_table(builtin_table(result), top=0)

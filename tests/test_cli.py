@@ -195,8 +195,8 @@ def test_sweep_config_errors(runner, tmp_path):
     assert res.exit_code == 1 and "gpt2driver profile --config" in res.output
 
 
-def test_profile_builtin(runner, fake_engine):
-    res = runner.invoke(cli, ["profile", "-b", "1", "-b", "4", "--steps", "8"])
+def test_profile_builtin(runner, fake_engine, tmp_path):
+    res = runner.invoke(cli, ["profile", "-b", "1", "-b", "4", "--steps", "8", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     calls = [c.split() for c in fake_engine.calls()]
     assert len(calls) == 2 and all("--builtin" in c for c in calls)
@@ -213,14 +213,15 @@ def test_profile_tools_not_installed(runner, fake_engine, monkeypatch):
     assert fake_engine.calls() == []
 
 
-def test_profile_config_and_installed_tool(runner, fake_engine, monkeypatch):
+def test_profile_config_and_installed_tool(runner, fake_engine, monkeypatch, tmp_path):
+    """The config's tool (ncu) is used: with a found-but-missing ncu the run fails naming it."""
     from gpt2driver.configs import config_path
 
     monkeypatch.setattr(profiling.shutil, "which", lambda tool: f"/opt/{tool}")
-    res = runner.invoke(cli, ["profile", "--config", str(config_path("profile"))])
-    assert res.exit_code == 1 and "not implemented" in res.output
-    assert "ncu --nvtx" in res.output and "--metrics gpu__time_duration.sum" in res.output
-    res = runner.invoke(cli, ["profile", "--config", str(config_path("profile")), "--tool", "builtin"])
+    res = runner.invoke(cli, ["profile", "--config", str(config_path("profile")), "--out", str(tmp_path)])
+    assert res.exit_code == 1 and "cannot start /opt/ncu" in res.output
+    res = runner.invoke(cli, ["profile", "--config", str(config_path("profile")), "--tool", "builtin",
+                              "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert len(fake_engine.calls()) == 2  # B=1 and B=16 from the config
 
