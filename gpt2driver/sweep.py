@@ -26,10 +26,10 @@ from .configs import GROUP_FIELDS, POINT_FIELDS, SweepConfig, expand
 from .protocol import tokens_per_s
 from .runner import RunError, engine_args, run_binary
 
-RESULT_FIELDS = ("gpu", "gpu_index", "host", "cc", "status", "error", "tokens_per_s_median", "tokens_per_s_min",
-                 "tokens_per_s_max", "prefill_ms", "step_ms", "total_ms", "mem_weights_bytes",
-                 "mem_kv_bytes", "mem_act_bytes", "mem_total_bytes", "mem_device_used_bytes",
-                 "wall_s", "finished_at")
+RESULT_FIELDS = ("gpu", "gpu_index", "host", "cc", "status", "error", "tokens_per_s_median",
+                 "tokens_per_s_min", "tokens_per_s_max", "prefill_ms", "step_ms", "total_ms",
+                 "mem_weights_bytes", "mem_kv_bytes", "mem_act_bytes", "mem_total_bytes",
+                 "mem_device_used_bytes", "wall_s", "finished_at")
 COLUMNS = ("id",) + POINT_FIELDS + RESULT_FIELDS + ("speedup_vs_naive",)
 Log = Callable[[str], None]
 
@@ -371,7 +371,8 @@ def ordered_rows(store: ResultsStore, order: Dict[str, int]) -> List[Dict[str, A
     of GPU (a cluster with mixed nodes)."""
     rows = [r for r in store.rows() if r["id"] in order]
     if len({r.get("gpu") for r in rows if r.get("gpu")}) > 1:
-        return sorted(rows, key=lambda r: (r.get("gpu") is None, r.get("gpu") or "", order[r["id"]]))
+        return sorted(rows, key=lambda r: (r.get("gpu") is None, r.get("gpu") or "",
+                                           order[r["id"]]))
     return sorted(rows, key=lambda r: order[r["id"]])
 
 
@@ -388,7 +389,7 @@ def run_sweep(cfg: SweepConfig, out_dir: Path, cc: Optional[int] = None, dry_run
     if executor not in ("local", "slurm"):
         raise SweepError(f"unknown executor {executor!r} (local or slurm)")
     if gpus is not None and executor != "local":
-        raise SweepError("--gpus is for the local executor; Slurm tasks get their GPU through --gres")
+        raise SweepError("--gpus is for the local executor; Slurm tasks get a GPU through --gres")
     points = expand(cfg)
     store = ResultsStore(out_dir)
     done = store.ok_ids()
@@ -415,21 +416,24 @@ def run_sweep(cfg: SweepConfig, out_dir: Path, cc: Optional[int] = None, dry_run
 
     runner = PointRunner(cc, cfg.timeout_s, jobs)
     labels = {p["id"]: f"[{i}/{n}] {point_label(p, extra)}" for i, p in enumerate(points, 1)}
-    if executor == "slurm":
+    if executor == "slurm" or gpus is not None:
         from . import scaleout
 
-        scaleout.run_on_slurm(points, store, runner, Path(out_dir), labels, slurm, log=log,
-                              name=cfg.name)
-    elif gpus is not None:
-        from . import scaleout
-
-        todo = []
-        for p in points:
-            if p["id"] in done:
-                log(f"{labels[p['id']]} ... done earlier, skipped")
+        try:
+            if executor == "slurm":
+                scaleout.run_on_slurm(points, store, runner, Path(out_dir), labels, slurm, log=log,
+                                      name=cfg.name)
             else:
-                todo.append(p)
-        scaleout.run_on_gpus(todo, gpus, store, runner, labels, log=log)
+                todo = []
+                for p in points:
+                    if p["id"] in done:
+                        log(f"{labels[p['id']]} ... done earlier, skipped")
+                    else:
+                        todo.append(p)
+                scaleout.run_on_gpus(todo, gpus, store, runner, labels, log=log)
+        except KeyboardInterrupt:  # before the workers / the submission
+            raise SweepInterrupted(f"interrupted: finished points are kept in {store.jsonl}; "
+                                   f"rerun the same command to resume") from None
     else:
         _run_in_order(points, done, store, runner, labels, log)
     df = summarize(ordered_rows(store, order))
