@@ -1,7 +1,8 @@
 // Small-batch products out[M,N] = inp[M,K] @ w[N,K]^T for decode (M = batch <= 16): each warp owns R output
 // features, streams their weight rows once with 16-byte loads that bypass L1, and applies every row of the
 // batch to them, so the weights are read from memory exactly once per step. Bias, GELU and the residual
-// add are applied in the epilogue.
+// add are applied in the epilogue. CUDA cores only: used by FP32 builds (no 16-bit tensor-core path there),
+// below sm_80, and when optimized runs with --no-fused; 16-bit builds otherwise use linear_mma.cu.
 #include "../common/check.h"
 #include "common.cuh"
 #include "kernels.cuh"
