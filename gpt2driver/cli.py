@@ -434,6 +434,76 @@ def sweep(config_path, out, cc, jobs, dry_run, gpus, executor, partition, gres, 
 
 
 # ------------------------------------------------------------------------------------------------
+# bench
+# ------------------------------------------------------------------------------------------------
+
+
+def _bench_variants(ctx, param, value):
+    from .bench import parse_variants
+
+    try:
+        return parse_variants(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@cli.command()
+@click.option("-b", "--batch", type=click.IntRange(min=1), multiple=True,
+              help="Batch size; repeat for several [1, 4, 16].")
+@click.option("-n", "--gen", type=click.IntRange(min=1), default=512, show_default=True,
+              help="New tokens per row (after one start token).")
+@click.option("--variants", default=",".join(VARIANTS), show_default=True,
+              callback=_bench_variants, help="Comma-separated executables to time.")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Untimed generations of each executable first.")
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed generations of everything (median, min, max reported).")
+@click.option("--no-hf", "no_hf", is_flag=True,
+              help="Leave out Hugging Face's GPT2LMHeadModel.generate.")
+@click.option("--hf-compile/--no-hf-compile", default=True, show_default=True,
+              help="Also time generate with a static cache and torch.compile.")
+@click.option("--hf-warmup", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Untimed generate calls first (the compiled run compiles in the first).")
+@click.option("--copy-gbps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Copy bandwidth (GB/s) for the % of floor instead of measuring it with torch.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Results directory [default: results/bench/<timestamp>/ in the repository].")
+@gpu_options
+def bench(batch, gen, variants, warmup, repeat, no_hf, hf_compile, hf_warmup, copy_gbps, out,
+          precision, cc, checkpoint, timeout):
+    """Our executables against Hugging Face's GPT-2 on the same weights, and the decode floor.
+
+    In one run on one GPU: naive, kvonly and optimized through the built executables (as a
+    sweep runs them), then, where torch and transformers import and CUDA is available,
+    GPT2LMHeadModel.generate built from the same checkpoint in the same precision: hf-eager
+    (default dynamic cache) and hf-compiled (static cache + torch.compile of forward,
+    mode reduce-overhead, fullgraph). All greedy, one start token (EOT), exactly --gen new
+    tokens, batch B. Rows that cannot run say why (skipped / failed).
+
+    The device-to-device copy bandwidth is measured with torch (1 GiB copy, bytes read +
+    written, median of 20); each row's step time is compared with the decode floor: (weights
+    + KV cache read at the mean position) / copy bandwidth. Prints a table and writes
+    results.csv, results.json and table.txt to the results directory; exits 1 if a row failed.
+    """
+    from .bench import BenchOptions, run_bench
+    from .configs import ConfigError
+    from .checkpoint import CheckpointError
+
+    opts = BenchOptions(batches=tuple(batch) or (1, 4, 16), gen=gen, precision=precision,
+                        variants=variants, checkpoint=checkpoint, cc=cc, warmup=warmup,
+                        repeat=repeat, hf=not no_hf, hf_compile=hf_compile, hf_warmup=hf_warmup,
+                        copy_gbps=copy_gbps, timeout=timeout, out=out)
+    try:
+        res = run_bench(opts, log=_note)
+    except (ConfigError, CheckpointError, OSError) as e:
+        raise _fail(e) from None
+    click.echo(res.table)
+    click.echo(f"results: {res.paths['csv']} {res.paths['json']}")
+    if res.failed:
+        raise _fail(f"failed: {', '.join(res.failed)} (see the table)")
+
+
+# ------------------------------------------------------------------------------------------------
 # profile
 # ------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,486 @@
+"""gpt2driver bench: the Hugging Face peer built from our checkpoint (checked against the PyTorch
+reference on the CPU), generate timing, floor arithmetic, and the command with the stand-in
+engine (tests/conftest.py) and the Hugging Face part replaced."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from gpt2driver import bench
+from gpt2driver import build as build_mod
+from gpt2driver import checkpoint as ck
+from gpt2driver.cli import cli
+
+TINY = ck.ModelConfig.custom(layers=2, heads=4, channels=32, max_seq_len=16, vocab_size=100)
+
+
+def sharp_params(cfg=TINY, seed=3):
+    """GPT-2-like random parameters, scaled up so that attention is far from uniform and GELU
+    far from linear: a wrong transpose, head split or activation changes the logits a lot."""
+    p = ck.random_params(cfg, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    for name in ("qkvw", "attprojw", "fcw", "fcprojw"):
+        p[name] = p[name] * np.float32(10.0)
+    for name in ("ln1w", "ln2w", "lnfw"):
+        p[name] = (1.0 + 0.3 * rng.standard_normal(p[name].shape)).astype(np.float32)
+    for name in ("qkvb", "fcb", "attprojb", "fcprojb", "ln1b", "ln2b", "lnfb"):
+        p[name] = (0.2 * rng.standard_normal(p[name].shape)).astype(np.float32)
+    p["wte"] = p["wte"] * np.float32(10.0)
+    p["wpe"] = p["wpe"] * np.float32(10.0)
+    return p
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    return ck.write_checkpoint(tmp_path / "tiny.bin", TINY, sharp_params(), dtype="fp32")
+
+
+def torch_and_hf():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    return torch
+
+
+# ------------------------------------------------------------------------------------------------
+# The Hugging Face model from our checkpoint
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["fp64", "fp32"])
+def test_hf_model_logits_equal_the_reference(tiny_ckpt, dtype):
+    torch = torch_and_hf()
+    import reference as ref
+
+    model = bench.hf_model_from_checkpoint(tiny_ckpt, dtype=dtype, device="cpu")
+    assert model.dtype == bench.torch_dtype(dtype) and not model.training
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+    assert model.transformer.wte.weight.shape == (TINY.vocab_size, TINY.channels)  # no padding
+    cfg, params, _ = ck.read_checkpoint(tiny_ckpt)
+    tok = torch.from_numpy(np.random.default_rng(7).integers(0, TINY.vocab_size, size=(3, 16)))
+    with torch.no_grad():
+        got = model(input_ids=tok).logits.double()
+    want = ref.reference_logits(params, cfg, tok, device="cpu")
+    assert got.shape == want.shape == (3, 16, TINY.vocab_size)
+    assert want.abs().max() > 1.0  # logits far from flat: the comparison means something
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_tolerance_catches_wrong_weights(tiny_ckpt):
+    """Controls: a square Conv1D weight left (out, in), or erf GELU instead of tanh GELU,
+    moves the logits far beyond the 1e-5 of the test above."""
+    torch = torch_and_hf()
+    import reference as ref
+    from transformers.activations import ACT2FN
+
+    cfg, params, _ = ck.read_checkpoint(tiny_ckpt)
+    tok = torch.from_numpy(np.random.default_rng(7).integers(0, TINY.vocab_size, size=(2, 16)))
+    want = ref.reference_logits(params, cfg, tok, device="cpu")
+    model = bench.hf_model_from_checkpoint(tiny_ckpt, dtype="fp64")
+    with torch.no_grad():
+        w = model.transformer.h[0].attn.c_proj.weight
+        w.copy_(w.T.clone())
+        assert (model(input_ids=tok).logits - want).abs().max() > 0.1
+    model = bench.hf_model_from_checkpoint(tiny_ckpt, dtype="fp64")
+    for block in model.transformer.h:
+        block.mlp.act = ACT2FN["gelu"]
+    with torch.no_grad():
+        assert (model(input_ids=tok).logits - want).abs().max() > 1e-4
+
+
+def test_hf_model_holds_the_bf16_weights_exactly(tmp_path):
+    torch = torch_and_hf()
+    path = ck.write_checkpoint(tmp_path / "b.bin", TINY, sharp_params(), dtype="bf16")
+    _, params, _ = ck.read_checkpoint(path)
+    model = bench.hf_model_from_checkpoint(path, dtype="bf16")
+    assert model.dtype == torch.bfloat16
+    h1 = model.transformer.h[1]
+    for hf_w, ours in ((h1.attn.c_attn.weight, params["qkvw"][1].T),
+                       (h1.mlp.c_proj.weight, params["fcprojw"][1].T),
+                       (model.transformer.wte.weight, params["wte"][:TINY.vocab_size]),
+                       (model.transformer.ln_f.bias, params["lnfb"])):
+        assert np.array_equal(hf_w.detach().float().numpy(), ours)
+
+
+def test_hf_model_rejects_a_bad_checkpoint(tmp_path):
+    torch_and_hf()
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"x" * 2000)
+    with pytest.raises(ck.CheckpointError, match="bad magic"):
+        bench.hf_model_from_checkpoint(bad)
+
+
+# ------------------------------------------------------------------------------------------------
+# generate timing on the CPU
+# ------------------------------------------------------------------------------------------------
+
+
+def reference_greedy(path, batch, gen, start):
+    """Greedy tokens from the float64 reference, with the start token (= eos) never chosen,
+    as min_new_tokens = gen makes generate do."""
+    import torch
+
+    import reference as ref
+
+    cfg, params, _ = ck.read_checkpoint(path)
+    seq = torch.full((batch, 1), start, dtype=torch.long)
+    for _ in range(gen):
+        logits = ref.reference_logits(params, cfg, seq, device="cpu")[:, -1]
+        logits[:, start] = -math.inf
+        seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], dim=1)
+    return seq
+
+
+def test_time_generate_on_cpu(tiny_ckpt):
+    torch_and_hf()
+    model = bench.hf_model_from_checkpoint(tiny_ckpt, dtype="fp64")
+    logs = []
+    t = bench.time_generate(model, batch=2, gen=4, warmup=1, repeat=3, log=logs.append)
+    assert t.output_shape == (2, 5) and t.tokens.shape == (2, 5)
+    assert len(t.times_s) == 3 and len(t.warmup_s) == 1 and all(x > 0 for x in t.times_s)
+    start = bench.start_token(TINY)
+    assert start == TINY.vocab_size - 1  # no EOT 50256 in a 100-token vocabulary
+    assert bench.start_token(ck.DEFAULT_MODEL_CONFIG) == 50256
+    assert (t.tokens[:, 0] == start).all()
+    assert (t.tokens[:, 1:] != start).all()  # exactly gen new tokens, eos never chosen
+    assert t.tokens.tolist() == reference_greedy(tiny_ckpt, 2, 4, start).tolist()
+    tps = t.tokens_per_s()
+    assert tps["min"] <= tps["median"] <= tps["max"]
+    assert tps["median"] == pytest.approx(2 * 4 / t.median_s, rel=0.5)
+    assert sum("timed generate" in line for line in logs) == 3
+
+    row = bench.hf_row(bench.HF_EAGER, t, "fp32", "cpu", 1.0)
+    assert row["step_ms"] == pytest.approx(t.median_s * 1e3 / 4)
+    assert row["total_ms"] == pytest.approx(t.median_s * 1e3) and row["reps"] == 3
+
+
+def test_compiled_decode_recipe_on_cpu(tiny_ckpt):
+    """The static-cache + torch.compile(forward, fullgraph=True) recipe, captured by dynamo
+    with the eager backend (inductor compiles too slowly for a CPU test): same tokens, and
+    the model is restored afterwards."""
+    torch_and_hf()
+    model = bench.hf_model_from_checkpoint(tiny_ckpt, dtype="fp32")
+    plain = bench.time_generate(model, 2, 4, warmup=0, repeat=1).tokens
+    gc = model.generation_config
+    with bench.compiled_decode(model, backend="eager") as m:
+        assert m is model and "forward" in vars(model)
+        assert gc.cache_implementation == "static"
+        assert getattr(gc, "disable_compile", True) is True
+        compiled = bench.time_generate(model, 2, 4, warmup=1, repeat=2)
+    assert compiled.tokens.tolist() == plain.tolist() and len(compiled.times_s) == 2
+    assert "forward" not in vars(model) and gc.cache_implementation is None
+
+
+def test_run_hf_on_cpu(tiny_ckpt):
+    torch_and_hf()
+    logs = []
+    rows, info = bench.run_hf(tiny_ckpt, [1, 2], 3, "fp32", warmup=1, repeat=2, device="cpu",
+                              log=logs.append, compile_backend="eager")
+    assert [(r["variant"], r["batch"]) for r in rows] == [
+        ("hf-eager", 1), ("hf-eager", 2), ("hf-compiled", 1), ("hf-compiled", 2)]
+    assert all(r["status"] == "ok" and r["tokens_per_s_median"] > 0 and r["gpu"] == "cpu"
+               for r in rows), rows
+    assert info["transformers"] and info["hf_attn_implementation"]
+    rows, _ = bench.run_hf(tiny_ckpt, [1], 3, "fp32", 0, 1, compile=False, device="cpu",
+                           log=logs.append)
+    assert [r["variant"] for r in rows] == ["hf-eager"]
+
+
+def test_run_hf_failures_are_rows(tmp_path):
+    torch_and_hf()
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"x" * 2000)
+    rows, _ = bench.run_hf(bad, [1, 4], 8, "bf16", 0, 1, device="cpu", log=lambda m: None)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"failed"}
+    assert "cannot build the Hugging Face model" in rows[0]["error"]
+    assert "bad magic" in rows[0]["error"]
+
+
+def test_copy_bandwidth_needs_cuda(monkeypatch):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(bench.BenchError, match="CUDA is not available"):
+        bench.measure_copy_bandwidth()
+
+
+def test_hf_unavailable_reasons(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert "torch is not installed" in bench.hf_unavailable_reason()
+    monkeypatch.undo()
+    torch = pytest.importorskip("torch")
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    assert "transformers is not installed" in bench.hf_unavailable_reason()
+    monkeypatch.undo()
+    pytest.importorskip("transformers")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench.hf_unavailable_reason("cuda").startswith("CUDA is not available to torch")
+    assert bench.hf_unavailable_reason("cpu") is None
+    rows, info = bench.run_hf("unused.bin", [1, 4], 8, "bf16", 1, 1)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"skipped"}
+    assert info["hf_skipped"] == rows[0]["error"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The floor
+# ------------------------------------------------------------------------------------------------
+
+
+def test_floor_arithmetic_gpt2_124m():
+    cfg = ck.DEFAULT_MODEL_CONFIG
+    assert bench.element_bytes("BF16") == bench.element_bytes("fp16") == 2
+    assert bench.element_bytes("fp32") == 4
+    with pytest.raises(ValueError):
+        bench.element_bytes("fp8")
+    assert bench.mean_kv_positions(1, 512) == 256.5  # steps read 1, 2, ..., 512 positions
+    assert bench.mean_kv_positions(4, 1) == 4
+    b = bench.decode_bytes_per_step(cfg, batch=1, mean_pos=1.0, elem_bytes=2)
+    assert b["weights"] == 124_475_904 * 2  # docs/perf-notes.md: 249 MB with the padded wte
+    assert b["kv"] == 36_864  # 2 x L x C x 2 bytes per position and row: 36.9 KB
+    b16 = bench.decode_bytes_per_step(cfg, batch=16, mean_pos=256.5, elem_bytes=2)
+    assert b16["kv"] == 36_864 * 16 * 256.5 and b16["total"] == b16["weights"] + b16["kv"]
+    # B = 1 at 3.0 TB/s: the weights alone take 83 us (docs/perf-notes.md)
+    assert bench.floor_step_ms(b["weights"], 3000) == pytest.approx(0.08298, rel=1e-3)
+    assert bench.floor_fraction(3e9, 1.0, 3000) == pytest.approx(1.0)
+    assert bench.floor_fraction(3e9, 4.0, 3000) == pytest.approx(0.25)
+    assert bench.floor_fraction(3e9, 4.0, None) is None
+    assert bench.floor_fraction(3e9, None, 3000) is None
+    assert bench.floor_fraction(3e9, float("nan"), 3000) is None
+
+
+def test_summarize_ratios_and_floor():
+    cfg = ck.DEFAULT_MODEL_CONFIG
+    rows = []
+    for variant, tps, step in (("hf-compiled", 800.0, 1.25), ("naive", 100.0, 10.0),
+                               ("optimized", 1000.0, 1.0), ("hf-eager", 200.0, 5.0)):
+        r = bench.base_row(variant, 1, 512, "bf16")
+        r.update(tokens_per_s_median=tps, tokens_per_s_min=tps, tokens_per_s_max=tps,
+                 step_ms=step)
+        rows.append(r)
+    rows.append(bench.skipped_row("hf-eager", 4, 512, "bf16", "no CUDA"))
+    rows.append(bench.failed_row("naive", 4, 512, "bf16", "exit 4"))
+    df = bench.summarize(rows, cfg, copy_gbps=3000.0)
+    assert list(zip(df["variant"], df["batch"])) == [
+        ("naive", 1), ("optimized", 1), ("hf-eager", 1), ("hf-compiled", 1), ("naive", 4),
+        ("hf-eager", 4)]
+    opt = df[df["variant"] == "optimized"].iloc[0]
+    assert opt["vs_naive"] == pytest.approx(10.0) and opt["vs_hf_eager"] == pytest.approx(5.0)
+    assert opt["vs_hf_compiled"] == pytest.approx(1.25)
+    nbytes = 124_475_904 * 2 + 36_864 * 256.5
+    assert opt["bytes_per_step"] == pytest.approx(nbytes)
+    assert opt["floor_pct"] == pytest.approx(nbytes / 3e12 * 1e3 / 1.0 * 100)
+    naive = df[df["variant"] == "naive"].iloc[0]
+    assert naive["floor_pct"] == pytest.approx(opt["floor_pct"] / 10)
+    skipped = df[(df["batch"] == 4) & (df["variant"] == "hf-eager")].iloc[0]
+    assert skipped["status"] == "skipped" and pd.isna(skipped["floor_pct"])
+    assert pd.isna(skipped["vs_naive"])
+    text = bench.format_table(df)
+    assert "1000.0 (1000.0–1000.0)" in text and "10.00x" in text and "1.25x" in text
+    assert "skipped: no CUDA" in text and "failed: exit 4" in text
+    assert "% of floor" in text and "vs HF compiled" in text
+    # No copy bandwidth: no floor percentage, ratios still there.
+    df = bench.summarize(rows, cfg, copy_gbps=None)
+    assert df["floor_pct"].isna().all() and df["vs_naive"].notna().sum() == 4
+
+
+# ------------------------------------------------------------------------------------------------
+# The command, with the stand-in engine
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def fake_hf(monkeypatch):
+    """run_hf replaced by rows of known speed (hf-eager 50 tok/s x B, hf-compiled 400 x B) and
+    a copy bandwidth of 3000 GB/s. Returns the calls made to run_hf."""
+    calls = []
+
+    def run_hf(checkpoint, batches, gen, precision, warmup, repeat, compile=True, **kw):
+        calls.append(dict(checkpoint=checkpoint, batches=batches, gen=gen, precision=precision,
+                          warmup=warmup, repeat=repeat, compile=compile))
+        rows = []
+        for variant, speed in ((bench.HF_EAGER, 50.0), (bench.HF_COMPILED, 400.0)):
+            if variant == bench.HF_COMPILED and not compile:
+                continue
+            for b in batches:
+                r = bench.base_row(variant, b, gen, precision)
+                tps = speed * b
+                r.update(tokens_per_s_median=tps, tokens_per_s_min=tps * 0.9,
+                         tokens_per_s_max=tps * 1.1, step_ms=b / tps * 1e3,
+                         total_ms=b * gen / tps * 1e3, reps=repeat, gpu="Fake GPU 80GB")
+                rows.append(r)
+        return rows, {"transformers": "fake"}
+
+    monkeypatch.setattr(bench, "run_hf", run_hf)
+    monkeypatch.setattr(bench, "measure_copy_bandwidth", lambda **kw: {
+        "gbps": 3000.0, "gbps_min": 2990.0, "gbps_max": 3010.0, "nbytes": 1 << 30, "repeat": 20,
+        "device": "Fake GPU 80GB"})
+    return calls
+
+
+def test_bench_help(runner):
+    res = runner.invoke(cli, ["bench", "--help"])
+    assert res.exit_code == 0, res.output
+    for flag in ("--batch", "--gen", "--precision", "--cc", "--checkpoint", "--variants", "--no-hf",
+                 "--hf-compile / --no-hf-compile", "--hf-warmup", "--warmup", "--repeat",
+                 "--timeout", "--out", "--copy-gbps"):
+        assert flag in res.output, flag
+
+
+def test_bench_table_csv_json(runner, fake_engine, fake_hf, tmp_path):
+    out = tmp_path / "bench"
+    res = runner.invoke(cli, ["bench", "-b", "1", "-b", "4", "-n", "16", "--repeat", "2",
+                              "--hf-warmup", "3", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    calls = [c.split() for c in fake_engine.calls()]
+    assert [(c[0], c[c.index("-b") + 1]) for c in calls] == [
+        ("naive", "1"), ("kvonly", "1"), ("optimized", "1"),
+        ("naive", "4"), ("kvonly", "4"), ("optimized", "4")]
+    for c in calls:
+        assert c[c.index("-g") + 1] == "16" and c[c.index("--repeat") + 1] == "2"
+        assert c[c.index("--warmup") + 1] == "1" and c[c.index("--prompt-len") + 1] == "1"
+        assert "--greedy" in c and c[c.index("-e") + 1] == str(fake_engine.model)
+    assert fake_hf == [dict(checkpoint=fake_engine.model, batches=[1, 4], gen=16,
+                            precision="bf16", warmup=3, repeat=2, compile=True)]
+
+    assert "copy bandwidth: 3000 GB/s" in res.output and "Fake GPU 80GB" in res.output
+    assert "vs HF eager" in res.output and "% of floor" in res.output
+    assert "[6/6] optimized B=4 gen=16 ..." in res.output  # progress (stderr, mixed in)
+
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 10 and set(df["status"]) == {"ok"}
+    assert list(df["variant"][:5]) == ["naive", "kvonly", "optimized", "hf-eager", "hf-compiled"]
+    opt4 = df[(df["variant"] == "optimized") & (df["batch"] == 4)].iloc[0]
+    eager4 = df[(df["variant"] == "hf-eager") & (df["batch"] == 4)].iloc[0]
+    comp4 = df[(df["variant"] == "hf-compiled") & (df["batch"] == 4)].iloc[0]
+    assert opt4["vs_naive"] == pytest.approx(10.0, rel=1e-3)  # the stand-in's speeds
+    assert opt4["vs_hf_eager"] == pytest.approx(opt4["tokens_per_s_median"] / 200.0)
+    assert opt4["vs_hf_compiled"] == pytest.approx(opt4["tokens_per_s_median"] / 1600.0)
+    assert comp4["vs_hf_eager"] == pytest.approx(8.0) and eager4["vs_hf_eager"] == 1.0
+    # the default model is GPT-2 124M: weights + KV at mean position (1 + 15/2 = 8.5) x B=4
+    nbytes = 124_475_904 * 2 + 36_864 * 4 * 8.5
+    assert opt4["bytes_per_step"] == pytest.approx(nbytes)
+    assert opt4["floor_pct"] == pytest.approx(nbytes / 3e9 / opt4["step_ms"] * 100, rel=1e-6)
+    assert opt4["gpu"] == "Fake GPU 80GB"
+
+    data = json.loads((out / "results.json").read_text())
+    meta = data["meta"]
+    assert meta["copy_gbps"] == 3000.0 and "measured" in meta["copy_source"]
+    assert meta["model"]["num_parameters"] == 124_475_904 and meta["weights_bytes"] == 248_951_808
+    assert meta["gpu"] == "Fake GPU 80GB" and meta["cc"] == 90 and meta["hf_warmup"] == 3
+    assert meta["transformers"] == "fake" and meta["mean_kv_positions"] == 8.5
+    assert len(data["rows"]) == 10 and data["rows"][2]["variant"] == "optimized"
+    assert (out / "table.txt").read_text().startswith("GPU: Fake GPU 80GB")
+
+
+def test_bench_default_out_dir_and_options(runner, fake_engine, fake_hf, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "repo_root", lambda: tmp_path)
+    res = runner.invoke(cli, ["bench", "-b", "2", "-n", "4", "--variants", "optimized,naive",
+                              "--no-hf-compile", "--copy-gbps", "2000"])
+    assert res.exit_code == 0, res.output
+    assert [c.split()[0] for c in fake_engine.calls()] == ["optimized", "naive"]
+    assert fake_hf[0]["compile"] is False
+    dirs = list((tmp_path / "results" / "bench").iterdir())
+    assert len(dirs) == 1 and (dirs[0] / "results.json").exists()
+    data = json.loads((dirs[0] / "results.json").read_text())
+    assert data["meta"]["copy_gbps"] == 2000.0 and "--copy-gbps" in data["meta"]["copy_source"]
+    assert [r["variant"] for r in data["rows"]] == ["naive", "optimized", "hf-eager"]
+    assert "copy bandwidth: 2000 GB/s" in res.output
+    # a second run gets its own folder
+    monkeypatch.setattr(bench.time, "strftime", lambda fmt: "20260101-000000")
+    bench.results_dir(tmp_path / "x").mkdir(parents=True)
+    assert bench.results_dir(tmp_path / "x").name == "20260101-000000-2"
+
+
+def test_bench_no_hf(runner, fake_engine, fake_hf, tmp_path):
+    res = runner.invoke(cli, ["bench", "-b", "1", "-n", "4", "--no-hf", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert fake_hf == [] and "hf-" not in res.output.split("variant", 1)[1]
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 3
+
+
+def test_bench_without_cuda_skips_hf_rows(runner, fake_engine, tmp_path, monkeypatch):
+    """No GPU for torch: the engine rows still run, the Hugging Face rows say why they were
+    skipped, no copy bandwidth means no % of floor; exit 0 (nothing failed)."""
+    def no_copy(**kw):
+        raise bench.BenchError("CUDA is not available to torch 9.9+cpu")
+
+    monkeypatch.setattr(bench, "hf_unavailable_reason",
+                        lambda device="cuda": "CUDA is not available to torch 9.9+cpu")
+    monkeypatch.setattr(bench, "measure_copy_bandwidth", no_copy)
+    res = runner.invoke(cli, ["bench", "-b", "1", "-n", "8", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "skipped: CUDA is not available to torch 9.9+cpu" in res.output
+    assert "copy bandwidth: unknown (not measured: CUDA is not available" in res.output
+    df = pd.read_csv(tmp_path / "results.csv")
+    hf = df[df["variant"].str.startswith("hf-")]
+    assert list(hf["variant"]) == ["hf-eager", "hf-compiled"] and set(hf["status"]) == {"skipped"}
+    assert set(hf["error"]) == {"CUDA is not available to torch 9.9+cpu"}
+    assert df["floor_pct"].isna().all()
+    assert set(df[~df["variant"].str.startswith("hf-")]["status"]) == {"ok"}
+    meta = json.loads((tmp_path / "results.json").read_text())["meta"]
+    assert meta["hf_skipped"].startswith("CUDA is not available") and meta["copy_gbps"] is None
+
+
+def test_bench_engine_failure_is_a_row_and_exit_1(runner, fake_engine, fake_hf, tmp_path,
+                                                  monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL", "kvonly:4")
+    res = runner.invoke(cli, ["bench", "-b", "1", "-b", "4", "-n", "8", "--out", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "failed: kvonly exited with code 4" in res.output and "99999 MiB" in res.output
+    assert "Error: failed: kvonly B=4 (see the table)" in res.output
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert (df["status"] == "failed").sum() == 1 and (df["status"] == "ok").sum() == 9
+    assert len(fake_engine.calls()) == 6
+
+
+def test_bench_without_gpu_or_cc(runner, fake_engine, tmp_path, monkeypatch):
+    monkeypatch.setattr(build_mod, "detect_cc", lambda: (None, "nvidia-smi not found on PATH"))
+    monkeypatch.setattr(bench, "hf_unavailable_reason", lambda device="cuda": "no CUDA here")
+    monkeypatch.setattr(bench, "measure_copy_bandwidth",
+                        lambda **kw: (_ for _ in ()).throw(bench.BenchError("no CUDA here")))
+    res = runner.invoke(cli, ["bench", "-b", "1", "-n", "8", "--out", str(tmp_path)])
+    assert res.exit_code == 1 and fake_engine.calls() == []
+    assert "nvidia-smi not found on PATH" in res.output and "--cc" in res.output
+    assert "skipped: no CUDA here" in res.output and "Traceback" not in res.output
+    assert (tmp_path / "results.csv").exists()
+
+
+def test_bench_with_a_checkpoint(runner, fake_engine, fake_hf, tiny_ckpt, tmp_path):
+    res = runner.invoke(cli, ["bench", "-b", "1", "-n", "8", "--checkpoint", str(tiny_ckpt),
+                              "--precision", "fp32", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert len(fake_engine.calls()) == 3
+    assert fake_hf[0]["checkpoint"] == tiny_ckpt and fake_hf[0]["precision"] == "fp32"
+    meta = json.loads((tmp_path / "o" / "results.json").read_text())["meta"]
+    assert meta["model"]["num_layers"] == 2 and meta["weights_bytes"] == TINY.num_parameters * 4
+    # gen beyond the checkpoint's context (16 positions): one clear error, nothing runs
+    res = runner.invoke(cli, ["bench", "-n", "16", "--checkpoint", str(tiny_ckpt)])
+    assert res.exit_code == 1 and "exceeds the model's max_seq_len 16" in res.output
+
+
+@pytest.mark.parametrize("variants, words", [
+    ("naive,fast", "'fast' is not one of naive, kvonly, optimized"),
+    (",", "expected one or more of"),
+    ("hf-eager", "'hf-eager' is not one of"),
+])
+def test_bench_bad_variants(runner, fake_engine, variants, words):
+    res = runner.invoke(cli, ["bench", "--variants", variants])
+    assert res.exit_code == 2, res.output
+    assert "--variants" in res.output and words in res.output
+    assert fake_engine.calls() == []
+
+
+def test_parse_variants():
+    assert bench.parse_variants(" Optimized , naive,naive") == ["optimized", "naive"]
+    with pytest.raises(ValueError):
+        bench.parse_variants("")
