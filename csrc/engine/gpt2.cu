@@ -179,7 +179,7 @@ ActSizes act_sizes(const ModelConfig& c, int B, int max_chunk, bool split_attn) 
 size_t runner_bytes(const ModelConfig& cfg, int B, int max_chunk, bool split_attn) {
     ActSizes a = act_sizes(cfg, B, max_chunk, split_attn);
     return (4 * a.x + a.qkv + a.fch + a.lnf + 2 * a.kv) * sizeof(floatX) + (a.logits + a.scratch) * sizeof(float) +
-           sizeof(int);
+           sizeof(int) + (B + 1) * sizeof(unsigned long long);
 }
 
 Runner::Runner(const ModelConfig& cfg, const Weights& w, Variant v, int B, int max_chunk, int* tokens,
@@ -201,6 +201,8 @@ Runner::Runner(const ModelConfig& cfg, const Weights& w, Variant v, int B, int m
     attn_scratch_ = a.scratch ? (float*)alloc(a.scratch, sizeof(float), "attention scratch") : nullptr;
     if (attn_scratch_) CUDA_CHECK(cudaMemset(attn_scratch_, 0, a.scratch * sizeof(float)));
     d_pos_ = (int*)alloc(1, sizeof(int), "position");
+    argmax_ = (unsigned long long*)alloc(B + 1, sizeof(unsigned long long), "argmax");
+    CUDA_CHECK(cudaMemset(argmax_, 0, (B + 1) * sizeof(unsigned long long)));
     kcache_ = (floatX*)device_alloc(a.kv * sizeof(floatX), "the KV cache");
     vcache_ = (floatX*)device_alloc(a.kv * sizeof(floatX), "the KV cache");
     kv_bytes_ = 2 * a.kv * sizeof(floatX);
@@ -211,7 +213,7 @@ Runner::~Runner() {
     for (auto& g : graph_)
         if (g) cudaGraphExecDestroy(g);
     for (void* p : {(void*)x_, (void*)ln_, (void*)atty_, (void*)tmp_, (void*)qkv_, (void*)fch_, (void*)lnf_,
-                    (void*)logits_, (void*)attn_scratch_, (void*)d_pos_, (void*)kcache_, (void*)vcache_})
+                    (void*)logits_, (void*)attn_scratch_, (void*)d_pos_, (void*)argmax_, (void*)kcache_, (void*)vcache_})
         if (p) cudaFree(p);
 }
 
@@ -321,6 +323,10 @@ void Runner::forward(int T) {
     if (fast) {
         DecodeEpilogue le;
         le.ln_w = w_.lnfw, le.ln_b = w_.lnfb;
+        if (fuse_argmax_) {  // greedy: argmax, token store and pos += 1 in the logits kernel
+            le.argmax = argmax_, le.ticket = reinterpret_cast<int*>(argmax_ + B);
+            le.tokens = tokens_, le.d_pos = d_pos_, le.maxT = maxT, le.V = cfg_.vocab_size;
+        }
         stage_begin("logits");
         decode_logits(logits_, x_, w_.wte, B, cfg_.padded_vocab, C, le, stream_);
         stage_end();
@@ -344,7 +350,11 @@ void Runner::sample(int T, const SamplingParams& sp) {
 }
 
 void Runner::record_decode(bool do_sample, const SamplingParams& sp) {
+    fuse_argmax_ = do_sample && sp.greedy && use_decode_kernels(B_);
     forward(1);
+    const bool fused = fuse_argmax_;
+    fuse_argmax_ = false;
+    if (fused) return;  // the logits kernel picked the token and advanced the position
     if (do_sample) sample(1, sp);
     advance(1);
 }

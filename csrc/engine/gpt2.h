@@ -99,6 +99,8 @@ private:
     int* d_pos_ = nullptr;
     floatX *x_, *ln_, *qkv_, *atty_, *fch_, *tmp_, *lnf_, *kcache_, *vcache_;
     float *logits_, *attn_scratch_;
+    unsigned long long* argmax_ = nullptr;  // [B] fused greedy maxima, then one int ticket
+    bool fuse_argmax_ = false;              // set while recording a greedy decode step of the fused path
     size_t act_bytes_ = 0, kv_bytes_ = 0;
     cudaGraphExec_t graph_[2] = {nullptr, nullptr};  // [sample]
     SamplingParams graph_sp_[2];

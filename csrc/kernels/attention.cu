@@ -1,6 +1,7 @@
 // Causal self-attention over the KV cache. Both kernels share attend_range(): one warp walks a range of
 // key positions for one query with an online softmax, each lane holding D = HS/32 dimensions.
 #include <cfloat>
+#include <cstdint>
 
 #include "../common/check.h"
 #include "common.cuh"
@@ -34,51 +35,84 @@ struct SoftmaxState {
     float m = -FLT_MAX, l = 0.f, acc[D] = {};
 };
 
-// Keys j in [j0, j1) of one (b, h): k/v point at position 0 of that head's cache rows. The K and V rows
-// of U keys are loaded together before any is used, so a group costs one memory round trip.
+// The K and V rows of U keys in registers; each lane holds its D dimensions of every row.
+template <int D, int U>
+struct KeyBlock {
+    floatX k[U][D], v[U][D];
+};
+
+// The lane's D consecutive elements of one cache row, in as few loads as their size allows.
+template <int D>
+__device__ __forceinline__ void load_dims(floatX (&dst)[D], const floatX* src) {
+    constexpr int bytes = D * (int)sizeof(floatX);
+    if constexpr (bytes == 4) {
+        *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<const uint32_t*>(src);
+    } else if constexpr (bytes == 8) {
+        *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(src);
+    } else if constexpr (bytes == 16) {
+        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+#pragma unroll
+        for (int d = 0; d < D; d++) dst[d] = src[d];
+    }
+}
+
+// Loads keys j .. j+U-1 (indices clamped to j1-1; the clamped ones are masked when consumed). k/v point at
+// position 0 of one (b, h) cache row; all 2U loads are issued before any is used: one memory round trip.
+template <int D, int U>
+__device__ __forceinline__ void load_keys(KeyBlock<D, U>& kb, const floatX* k, const floatX* v, int j, int j1,
+                                          int lane) {
+    constexpr int HS = 32 * D;
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        int jj = min(j + u, j1 - 1);
+        load_dims<D>(kb.k[u], k + (size_t)jj * HS + lane * D);
+        load_dims<D>(kb.v[u], v + (size_t)jj * HS + lane * D);
+    }
+}
+
+// Online-softmax update with keys j .. j+U-1 of kb, those >= j1 masked out.
+template <int D, int U>
+__device__ __forceinline__ void consume_keys(SoftmaxState<D>& st, const float (&q)[D], const KeyBlock<D, U>& kb,
+                                             int j, int j1) {
+    float s[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        s[u] = 0.f;
+#pragma unroll
+        for (int d = 0; d < D; d++) s[u] += q[d] * to_f(kb.k[u][d]);
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) s[u] = warp_sum(s[u]);
+    float mx = st.m;
+#pragma unroll
+    for (int u = 0; u < U; u++)
+        if (j + u < j1) mx = fmaxf(mx, s[u]);
+    float corr = __expf(st.m - mx);
+    st.l *= corr;
+#pragma unroll
+    for (int d = 0; d < D; d++) st.acc[d] *= corr;
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        if (j + u < j1) {
+            float p = __expf(s[u] - mx);
+            st.l += p;
+#pragma unroll
+            for (int d = 0; d < D; d++) st.acc[d] += p * to_f(kb.v[u][d]);
+        }
+    }
+    st.m = mx;
+}
+
+// Keys j in [j0, j1) of one (b, h), 8 keys per memory round trip.
 template <int D>
 __device__ __forceinline__ void attend_range(SoftmaxState<D>& st, const float (&q)[D], const floatX* k,
                                              const floatX* v, int j0, int j1, int lane) {
-    constexpr int HS = 32 * D;
-    constexpr int U = 8;  // keys in flight per iteration
+    constexpr int U = 8;
     for (int j = j0; j < j1; j += U) {
-        floatX kr[U][D], vr[U][D];
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            int jj = min(j + u, j1 - 1);  // clamped: out-of-range keys are masked below
-#pragma unroll
-            for (int d = 0; d < D; d++) {
-                kr[u][d] = k[(size_t)jj * HS + lane * D + d];
-                vr[u][d] = v[(size_t)jj * HS + lane * D + d];
-            }
-        }
-        float s[U];
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            s[u] = 0.f;
-#pragma unroll
-            for (int d = 0; d < D; d++) s[u] += q[d] * to_f(kr[u][d]);
-        }
-#pragma unroll
-        for (int u = 0; u < U; u++) s[u] = warp_sum(s[u]);
-        float mx = st.m;
-#pragma unroll
-        for (int u = 0; u < U; u++)
-            if (j + u < j1) mx = fmaxf(mx, s[u]);
-        float corr = __expf(st.m - mx);
-        st.l *= corr;
-#pragma unroll
-        for (int d = 0; d < D; d++) st.acc[d] *= corr;
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            if (j + u < j1) {
-                float p = __expf(s[u] - mx);
-                st.l += p;
-#pragma unroll
-                for (int d = 0; d < D; d++) st.acc[d] += p * to_f(vr[u][d]);
-            }
-        }
-        st.m = mx;
+        KeyBlock<D, U> kb;
+        load_keys<D, U>(kb, k, v, j, j1, lane);
+        consume_keys<D, U>(st, q, kb, j, j1);
     }
 }
 
@@ -117,19 +151,34 @@ template <int D>
 __global__ void attention_split_kernel(floatX* out, float* part, int* tickets, const floatX* qkv, const floatX* kc,
                                        const floatX* vc, const int* d_pos, int NH, int maxT, int nsplit) {
     constexpr int HS = 32 * D;
-    pdl_wait();
-    pdl_launch_dependents();
+    constexpr int per_warp = kKeysPerSplit / kSplitWarps;
     int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z, C = NH * HS;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int len = *d_pos + 1;
+    // Before waiting for the QKV kernel: the position (set by the previous step) and the cached keys before
+    // it (written by earlier steps) do not depend on it, so their loads overlap its tail. Only the query and
+    // the key/value at pos come from the kernel just before.
+    const int pos = *d_pos, len = pos + 1;
     int j0 = split * kKeysPerSplit, j1 = min(len, j0 + kKeysPerSplit);
-    constexpr int per_warp = kKeysPerSplit / kSplitWarps;
     int w0 = j0 + warp * per_warp, w1 = min(j1, w0 + per_warp);
+    size_t head = ((size_t)b * NH + h) * maxT * HS;
+    const floatX *kh = kc + head, *vh = vc + head;
+    KeyBlock<D, per_warp> kb;
+    const int old_end = min(w1, pos);  // keys [w0, old_end) are in the cache already
+    if (w0 < old_end) load_keys<D, per_warp>(kb, kh, vh, w0, old_end, lane);
+    pdl_wait();
+    pdl_launch_dependents();
     float q[D];
     load_query<D>(q, qkv, b, h, C, lane);
-    size_t head = ((size_t)b * NH + h) * maxT * HS;
     SoftmaxState<D> st;
-    if (w0 < w1) attend_range<D>(st, q, kc + head, vc + head, w0, w1, lane);
+    if (w0 < w1) {
+#pragma unroll
+        for (int u = 0; u < per_warp; u++)  // the new key, if it falls in this warp's slice
+            if (w0 + u == pos) {
+                load_dims<D>(kb.k[u], kh + (size_t)pos * HS + lane * D);
+                load_dims<D>(kb.v[u], vh + (size_t)pos * HS + lane * D);
+            }
+        consume_keys<D, per_warp>(st, q, kb, w0, w1);
+    }
     // merge the warps through shared memory
     __shared__ float sm_m[kSplitWarps], sm_l[kSplitWarps], sm_acc[kSplitWarps][HS];
     __shared__ int ticket;

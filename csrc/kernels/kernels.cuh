@@ -37,8 +37,14 @@ struct DecodeEpilogue {
     bool accumulate = false;                            // out += result (residual stream)
     const floatX *ln_w = nullptr, *ln_b = nullptr;      // LayerNorm the input rows first
     floatX *kcache = nullptr, *vcache = nullptr;        // QKV: columns [C, 3C) go to the cache at *d_pos
-    const int* d_pos = nullptr;
+    int* d_pos = nullptr;
     int C = 0, NH = 0, maxT = 0;
+    // Logits only: greedy next token fused in. argmax: [M] zeroed keys, ticket: one zeroed int (both left zeroed
+    // again); token pos+1 of row m goes to tokens[m * maxT + pos + 1] (ids < V), then *d_pos += 1.
+    unsigned long long* argmax = nullptr;
+    int* ticket = nullptr;
+    int* tokens = nullptr;
+    int V = 0;
 };
 size_t decode_linear_smem(int M, int K);
 bool decode_linear_supported(int M, int N, int K);

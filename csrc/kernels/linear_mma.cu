@@ -5,6 +5,8 @@
 // B fragment one 16-byte load of an input row: the weights stream with full-width loads, read once per step.
 // Fused: LayerNorm of the input rows (prologue), bias, GELU, residual add and the KV-cache store (epilogue).
 #include <cstdint>
+#include <algorithm>
+#include <type_traits>
 
 #include "../common/check.h"
 #include "common.cuh"
@@ -17,7 +19,7 @@ namespace gd {
 
 namespace {
 
-constexpr int kWarps = 8, kThreads = kWarps * 32, kTileN = 16, kUnroll = 4;
+constexpr int kWarps = 8, kThreads = kWarps * 32, kTileN = 16;
 constexpr size_t kStaticSmemReserve = 1024;  // room for any static shared memory of the kernel
 
 __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
@@ -63,11 +65,62 @@ bool has_mma16816() {  // mma.m16n8k16 with 16-bit inputs needs sm_80
 template <typename T>
 __device__ __forceinline__ void store_out(T* p, float v) { *p = from_f<T>(v); }
 
+// (value, id) as one 64-bit key whose unsigned order is the value's order, then the lower id: atomicMax keeps
+// the argmax with sample_kernel's tie rule. 0 is below every real key.
+__device__ __forceinline__ unsigned long long argmax_key(float v, int id) {
+    uint32_t u = __float_as_uint(v);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ((unsigned long long)u << 32) | (uint32_t)~id;
+}
+
+// Greedy decoding fused into the logits product: `best` is the thread's best key over the tiles it owned. The
+// block's best per row goes into e.argmax[row] with one atomicMax; the last block to finish (atomic ticket)
+// writes token pos+1 of each row, resets the maxima and the ticket for the next step and advances the position
+// by one. Called by all threads; `scratch` (kWarps * MB keys) must be free.
+template <int MB>
+__device__ void argmax_finish(const DecodeEpilogue& e, unsigned long long best, int M, unsigned long long* scratch) {
+    __shared__ int last;
+    // threads i and i + MB hold the same row: fold the warp's features for each row
+#pragma unroll
+    for (int o = MB; o < 32; o <<= 1) {
+        unsigned long long other = __shfl_xor_sync(0xffffffffu, best, o);
+        best = other > best ? other : best;
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane < MB) scratch[warp * MB + lane] = best;
+    __syncthreads();
+    if (threadIdx.x < MB && threadIdx.x < M) {
+        unsigned long long b = 0ull;
+        for (int w = 0; w < kWarps; w++) b = scratch[w * MB + threadIdx.x] > b ? scratch[w * MB + threadIdx.x] : b;
+        atomicMax(e.argmax + threadIdx.x, b);
+        __threadfence();
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(e.ticket, 1) == (int)gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const int pos = *e.d_pos;
+    if (threadIdx.x < M) {
+        unsigned long long b = atomicExch(e.argmax + threadIdx.x, 0ull);
+        if (pos + 1 < e.maxT) e.tokens[(size_t)threadIdx.x * e.maxT + pos + 1] = (int)~(uint32_t)b;
+    }
+    if (threadIdx.x == 0) {
+        *e.ticket = 0;
+        *e.d_pos = pos + 1;
+    }
+}
+
 // NT batch tiles of 8 rows (M <= 8 * NT). Input rows are staged in shared memory, padded by 16 bytes per
-// row so the 8 rows read together fall in different banks.
-template <int NT, typename OutT>
+// row so the 8 rows read together fall in different banks. Each warp keeps U of its 32-wide K steps of
+// weights in flight (a group); kOne: U * kWarps >= K / 32, one group holds the warp's whole share of a tile,
+// requested before the PDL wait. kLoop (the logits product: thousands of tiles): a grid of resident blocks
+// loops over the tiles, staging and LayerNorm-ing the input once per block and fetching the next tile's
+// weights while the current one is multiplied; otherwise one block per tile.
+template <int NT, int U, bool kOne, typename OutT>
 __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const floatX* inp, const floatX* w, int M,
                                                               int N, int K, DecodeEpilogue e) {
+    constexpr bool kLoop = std::is_same<OutT, float>::value;
     extern __shared__ __align__(16) uint8_t smem_raw[];
     floatX* xs = reinterpret_cast<floatX*>(smem_raw);
     const int ldx = K + 8;
@@ -76,17 +129,17 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
     floatX* lnw = reinterpret_cast<floatX*>(red + kWarps * kTileN * MB);                  // [K] when e.ln_w
     floatX* lnb = lnw + K;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int n0 = blockIdx.x * kTileN;
-    const floatX* wlo = w + (size_t)(n0 + g) * K + 8 * t;
-    const floatX* whi = wlo + (size_t)8 * K;
+    const int ntiles = N / kTileN, steps = K / 32;
+    int tile = blockIdx.x;
 
     // The weights do not depend on the previous kernel: issue the first group of weight loads before
     // waiting for it (with PDL this overlaps the previous kernel's tail), then keep one group in flight.
-    const int steps = K / 32;
-    int4 alo[kUnroll], ahi[kUnroll];
-    auto load_group = [&](int s0) {
+    int4 alo[U], ahi[U];
+    auto load_group = [&](int tl, int s0) {
+        const floatX* wlo = w + (size_t)(tl * kTileN + g) * K + 8 * t;
+        const floatX* whi = wlo + (size_t)8 * K;
 #pragma unroll
-        for (int u = 0; u < kUnroll; u++) {
+        for (int u = 0; u < U; u++) {
             int s = s0 + u * kWarps;
             if (s < steps) {
                 alo[u] = load_stream16(wlo + s * 32);
@@ -94,7 +147,7 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
             }
         }
     };
-    load_group(warp);
+    load_group(tile, warp);
     // Parameters are constant too: LayerNorm weights into shared memory, this thread's bias into a register.
     if (e.ln_w)
         for (int k = threadIdx.x * kVec; k < K; k += kThreads * kVec) {
@@ -102,16 +155,18 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
             *reinterpret_cast<VecX*>(lnb + k) = *reinterpret_cast<const VecX*>(e.ln_b + k);
         }
     __syncthreads();  // the LayerNorm pass reads parameters other threads copied
-    // Epilogue mapping: thread i < 16 * MB owns output (feature n0 + i / MB, batch row i % MB).
-    const int out_f = threadIdx.x / MB, out_m = threadIdx.x % MB, out_n = n0 + out_f;
+    // Epilogue mapping: thread i < 16 * MB owns output (feature tile * 16 + i / MB, batch row i % MB).
+    const int out_f = threadIdx.x / MB, out_m = threadIdx.x % MB;
     const bool owns_out = threadIdx.x < kTileN * MB && out_m < M;
-    const float bias_v = owns_out && e.bias ? to_f(e.bias[out_n]) : 0.f;
+    float bias_v = owns_out && e.bias ? to_f(e.bias[tile * kTileN + out_f]) : 0.f;
     pdl_wait();
     pdl_launch_dependents();
     // The residual this thread adds is ready now: load it alongside the input staging.
-    const bool to_cache = e.kcache && out_n >= e.C;
-    float resid = 0.f;
-    if (owns_out && e.accumulate && !to_cache) resid = to_f(out[(size_t)out_m * N + out_n]);
+    auto load_resid = [&](int tl) {
+        const int n = tl * kTileN + out_f;
+        return owns_out && e.accumulate && !(e.kcache && n >= e.C) ? to_f(out[(size_t)out_m * N + n]) : 0.f;
+    };
+    float resid = load_resid(tile);
 
     // Stage the input rows (LayerNorm'd when asked; one pass over global memory, statistics from the staged
     // copy); rows M..8NT-1 are zero.
@@ -151,64 +206,96 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
     }
     __syncthreads();
 
-    float c[NT][4];
+    unsigned long long best = 0ull;  // fused argmax: this thread's best (logit, id) key so far
+    while (true) {
+        const int next = tile + gridDim.x;
+        const bool has_next = kLoop && next < ntiles;  // block-uniform
+        float c[NT][4];
 #pragma unroll
-    for (int nt = 0; nt < NT; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
-    for (int s0 = warp; s0 < steps; s0 += kWarps * kUnroll) {
-        int4 cur_lo[kUnroll], cur_hi[kUnroll];
+        for (int nt = 0; nt < NT; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
+        for (int s0 = warp; s0 < steps; s0 += kWarps * U) {
+            int4 cur_lo[U], cur_hi[U];
 #pragma unroll
-        for (int u = 0; u < kUnroll; u++) cur_lo[u] = alo[u], cur_hi[u] = ahi[u];
-        if (s0 + kWarps * kUnroll < steps) load_group(s0 + kWarps * kUnroll);
+            for (int u = 0; u < U; u++) cur_lo[u] = alo[u], cur_hi[u] = ahi[u];
+            if (!kOne && s0 + kWarps * U < steps)
+                load_group(tile, s0 + kWarps * U);
+            else if (has_next)
+                load_group(next, warp);  // the next tile's first group, in flight during this tile's work
 #pragma unroll
-        for (int u = 0; u < kUnroll; u++) {
-            int s = s0 + u * kWarps;
-            if (s < steps) {
+            for (int u = 0; u < U; u++) {
+                int s = s0 + u * kWarps;
+                if (s < steps) {
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++) {
-                    int4 b = *reinterpret_cast<const int4*>(xs + (size_t)(nt * 8 + g) * ldx + s * 32 + 8 * t);
-                    mma16816(c[nt], cur_lo[u].x, cur_hi[u].x, cur_lo[u].y, cur_hi[u].y, b.x, b.y);
-                    mma16816(c[nt], cur_lo[u].z, cur_hi[u].z, cur_lo[u].w, cur_hi[u].w, b.z, b.w);
+                    for (int nt = 0; nt < NT; nt++) {
+                        int4 b = *reinterpret_cast<const int4*>(xs + (size_t)(nt * 8 + g) * ldx + s * 32 + 8 * t);
+                        mma16816(c[nt], cur_lo[u].x, cur_hi[u].x, cur_lo[u].y, cur_hi[u].y, b.x, b.y);
+                        mma16816(c[nt], cur_lo[u].z, cur_hi[u].z, cur_lo[u].w, cur_hi[u].w, b.z, b.w);
+                    }
                 }
             }
         }
-    }
-    // c[nt]: (feature g, batch nt*8+2t), (g, +1), (feature g+8, batch nt*8+2t), (g+8, +1)
+        // c[nt]: (feature g, batch nt*8+2t), (g, +1), (feature g+8, batch nt*8+2t), (g+8, +1)
 #pragma unroll
-    for (int nt = 0; nt < NT; nt++) {
-        float* r = red + (size_t)warp * kTileN * MB;
-        r[g * MB + nt * 8 + 2 * t] = c[nt][0];
-        r[g * MB + nt * 8 + 2 * t + 1] = c[nt][1];
-        r[(g + 8) * MB + nt * 8 + 2 * t] = c[nt][2];
-        r[(g + 8) * MB + nt * 8 + 2 * t + 1] = c[nt][3];
-    }
-    __syncthreads();
-    if (!owns_out) return;
-    float v = bias_v;
+        for (int nt = 0; nt < NT; nt++) {
+            float* r = red + (size_t)warp * kTileN * MB;
+            r[g * MB + nt * 8 + 2 * t] = c[nt][0];
+            r[g * MB + nt * 8 + 2 * t + 1] = c[nt][1];
+            r[(g + 8) * MB + nt * 8 + 2 * t] = c[nt][2];
+            r[(g + 8) * MB + nt * 8 + 2 * t + 1] = c[nt][3];
+        }
+        __syncthreads();
+        if (owns_out) {
+            const int out_n = tile * kTileN + out_f;
+            float v = bias_v;
 #pragma unroll
-    for (int wi = 0; wi < kWarps; wi++) v += red[(size_t)wi * kTileN * MB + threadIdx.x];
-    if (e.gelu) v = gelu_tanh(v);
-    if (to_cache) {  // K/V columns of the QKV product go straight into the cache
-        int part = out_n / e.C, cc = out_n % e.C, hs = e.C / e.NH;
-        size_t dst = (((size_t)out_m * e.NH + cc / hs) * e.maxT + *e.d_pos) * hs + cc % hs;
-        (part == 1 ? e.kcache : e.vcache)[dst] = from_f<floatX>(v);
-        return;
+            for (int wi = 0; wi < kWarps; wi++) v += red[(size_t)wi * kTileN * MB + threadIdx.x];
+            if (e.gelu) v = gelu_tanh(v);
+            if (e.kcache && out_n >= e.C) {  // K/V columns of the QKV product go straight into the cache
+                int part = out_n / e.C, cc = out_n % e.C, hs = e.C / e.NH;
+                size_t dst = (((size_t)out_m * e.NH + cc / hs) * e.maxT + *e.d_pos) * hs + cc % hs;
+                (part == 1 ? e.kcache : e.vcache)[dst] = from_f<floatX>(v);
+            } else {
+                store_out(out + (size_t)out_m * N + out_n, v + resid);
+            }
+            if (kLoop && e.argmax && out_n < e.V) {
+                unsigned long long k = argmax_key(v, out_n);
+                best = k > best ? k : best;
+            }
+        }
+        if (!has_next) break;
+        tile = next;
+        if (owns_out && e.bias) bias_v = to_f(e.bias[tile * kTileN + out_f]);
+        resid = load_resid(tile);
+        __syncthreads();  // `red` is written again by the next tile
     }
-    store_out(out + (size_t)out_m * N + out_n, v + resid);
+    if (kLoop && e.argmax) {
+        __syncthreads();  // every thread has read its sums from `red`
+        argmax_finish<MB>(e, best, M, reinterpret_cast<unsigned long long*>(red));
+    }
 }
 
-template <int NT, typename OutT>
+template <int NT, int U, bool kOne, typename OutT>
 void launch(OutT* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,
             cudaStream_t s) {
+    auto kernel = linear_mma_kernel<NT, U, kOne, OutT>;
     size_t smem = decode_linear_smem(M, K);
     static bool configured = false;  // one instantiation, one attribute call
+    static int resident = 0;         // blocks of it that fit on the GPU at once (for the looping logits grid)
     if (!configured) {
         cudaFuncAttributes fa;
-        CUDA_CHECK(cudaFuncGetAttributes(&fa, linear_mma_kernel<NT, OutT>));
-        CUDA_CHECK(cudaFuncSetAttribute(linear_mma_kernel<NT, OutT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         max_smem_optin() - (int)fa.sharedSizeBytes));
+        int dev = 0, sms = 0, per_sm = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+        resident = sms * (per_sm > 0 ? per_sm : 1);
         configured = true;
     }
-    launch_pdl(linear_mma_kernel<NT, OutT>, dim3(N / kTileN), dim3(kThreads), smem, s, out, inp, w, M, N, K, e);
+    const int tiles = N / kTileN;
+    const int grid = std::is_same<OutT, float>::value ? std::min(tiles, resident) : tiles;
+    launch_pdl(kernel, dim3(grid), dim3(kThreads), smem, s, out, inp, w, M, N, K, e);
 }
 
 template <typename OutT>
@@ -216,10 +303,21 @@ void dispatch(OutT* out, const floatX* inp, const floatX* w, int M, int N, int K
               cudaStream_t s) {
     if (!decode_linear_supported(M, N, K))
         GD_FAIL(EXIT_CUDA, "decode_linear called with unsupported M=%d N=%d K=%d", M, N, K);
-    if (M <= 8)
-        launch<1>(out, inp, w, M, N, K, e, s);
-    else
-        launch<2>(out, inp, w, M, N, K, e, s);
+    if (e.argmax && !std::is_same<OutT, float>::value)
+        GD_FAIL(EXIT_CUDA, "internal: the fused argmax is only available for the logits product");
+    // Weight steps in flight per warp: a warp's whole share of the tile when it has at most 8 steps
+    // (K <= 2048), else a double-buffered group of 4 (GPT-2's MLP projection, K = 3072: holding all 12 steps
+    // measured no faster at B = 1 and slower at B = 16, docs/perf-notes.md v1.4).
+    const int spw = ceil_div(K / 32, kWarps);
+    if (M <= 8) {
+        if (spw <= 4) launch<1, 4, true>(out, inp, w, M, N, K, e, s);
+        else if (spw <= 8) launch<1, 8, true>(out, inp, w, M, N, K, e, s);
+        else launch<1, 4, false>(out, inp, w, M, N, K, e, s);
+    } else {
+        if (spw <= 4) launch<2, 4, true>(out, inp, w, M, N, K, e, s);
+        else if (spw <= 8) launch<2, 8, true>(out, inp, w, M, N, K, e, s);
+        else launch<2, 4, false>(out, inp, w, M, N, K, e, s);
+    }
 }
 
 }  // namespace
