@@ -19,11 +19,14 @@ without them (or without CUDA) the Hugging Face rows say ``skipped: <reason>``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import socket
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +45,10 @@ EOT_ID = 50256
 PROMPT_LEN = 1  # one start token, as the default sweep
 COPY_BYTES = 1 << 30
 COMPILE_RECIPE = ('static cache (generation_config.cache_implementation="static") + '
-                  'torch.compile(model.forward, mode="reduce-overhead", fullgraph=True); '
-                  "generate's own automatic compilation disabled so that this is the only one")
+                  'torch.compile(model.forward, mode="reduce-overhead", fullgraph=True) for the '
+                  "decode steps; the prefill, which allocates the static cache, runs eagerly (as "
+                  "generate's own compilation does); generate's own automatic compilation "
+                  "disabled so that this is the only one")
 
 COLUMNS = ("variant", "batch", "gen", "prompt_len", "precision", "status", "error",
            "tokens_per_s_median", "tokens_per_s_min", "tokens_per_s_max", "step_ms", "total_ms",
@@ -268,10 +273,13 @@ def _sync(device) -> None:
 
 
 def time_generate(model, batch: int, gen: int, warmup: int = 1, repeat: int = 3,
-                  token_id: Optional[int] = None, log: Optional[Log] = None) -> GenerateTiming:
+                  token_id: Optional[int] = None, log: Optional[Log] = None,
+                  compiling: bool = False) -> GenerateTiming:
     """Time ``model.generate``: greedy, one start token per row, exactly ``gen`` new tokens
     (min_new_tokens = max_new_tokens), ``warmup`` untimed calls then ``repeat`` timed ones.
-    On CUDA the device is synchronised before and after each call."""
+    On CUDA the device is synchronised before and after each call. With ``compiling`` (a
+    torch.compile'd forward) the first call's logged time is labelled as including the
+    compilation (or a recompilation for a new batch size)."""
     import torch
 
     device = model.device
@@ -285,12 +293,20 @@ def time_generate(model, batch: int, gen: int, warmup: int = 1, repeat: int = 3,
     for i in range(warmup + repeat):
         _sync(device)
         t0 = time.perf_counter()
-        out = model.generate(ids, **kw)
-        _sync(device)
+        try:
+            out = model.generate(ids, **kw)
+            _sync(device)
+        except Exception:
+            if log:
+                log(f"    {'warm-up' if i < warmup else 'timed'} generate failed after "
+                    f"{time.perf_counter() - t0:.3f} s")
+            raise
         dt = time.perf_counter() - t0
         (timing.warmup_s if i < warmup else timing.times_s).append(dt)
         if log:
-            log(f"    {'warm-up' if i < warmup else 'timed'} generate {dt:.3f} s")
+            note = (" (first call: includes torch.compile compilation)"
+                    if compiling and i == 0 else "")
+            log(f"    {'warm-up' if i < warmup else 'timed'} generate {dt:.3f} s{note}")
     if out is not None:
         timing.output_shape = tuple(out.shape)
         timing.tokens = out.detach().cpu()
@@ -300,6 +316,16 @@ def time_generate(model, batch: int, gen: int, warmup: int = 1, repeat: int = 3,
     return timing
 
 
+def cache_unallocated(cache) -> bool:
+    """True when a transformers cache has layers whose tensors are not allocated yet
+    (transformers 5's lazily initialised StaticLayer); False for None, an allocated cache and
+    caches without ``layers`` / ``is_initialized`` (transformers 4 allocates in __init__)."""
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return False
+    return not all(getattr(layer, "is_initialized", True) for layer in layers)
+
+
 class compiled_decode:
     """Context manager: the static-cache + torch.compile recipe on ``model`` for its duration.
 
@@ -307,7 +333,17 @@ class compiled_decode:
     ``torch.compile(model.forward, mode=mode, fullgraph=fullgraph)``. Since transformers 4.4x,
     ``generate`` also compiles the model's call by itself when the cache is static on a GPU;
     that is turned off (``disable_compile``) so the recipe's compile is the one measured, with
-    its fullgraph=True. Dynamo's caches are reset on entry (one clean compile per batch size).
+    its fullgraph=True.
+
+    A call whose static cache is not allocated yet (the prefill: transformers 5 allocates the
+    cache lazily, inside the first forward) goes to the eager forward, as generate's own
+    compilation does: compiled, the cache tensors would be CUDA-graph outputs that the next
+    replay overwrites ("accessing tensor output of CUDAGraphs that has been overwritten", seen
+    with torch 2.11 / transformers 5.17 on an H100), and they would not be marked static.
+
+    Dynamo's caches are reset on entry unless ``reset=False``; run_hf
+    enters it once for all batch sizes, so that dynamo recompiles for a new batch size (with a
+    dynamic batch dimension from the second one on) instead of starting from scratch.
     ``backend`` (e.g. "eager") replaces inductor: a quick check of the graph capture in tests.
     """
 
@@ -332,7 +368,16 @@ class compiled_decode:
             kw["backend"] = self.backend
         else:
             kw["mode"] = self.mode
-        m.forward = torch.compile(m.forward, **kw)
+        eager = m.forward
+        compiled = torch.compile(eager, **kw)
+
+        def forward(*args, **kwargs):
+            if cache_unallocated(kwargs.get("past_key_values")):
+                return eager(*args, **kwargs)
+            return compiled(*args, **kwargs)
+
+        forward.eager, forward.compiled = eager, compiled
+        m.forward = forward
         return m
 
     def __exit__(self, *exc):
@@ -439,21 +484,43 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+RowHook = Callable[[Dict[str, Any], Dict[str, Any]], None]
+
+
 def run_hf(checkpoint, batches: Sequence[int], gen: int, precision: str, warmup: int,
            repeat: int, compile: bool = True, device: str = "cuda",
            log: Log = _stderr, compile_backend: Optional[str] = None,
+           eager_warmup: Optional[int] = None, on_row: Optional[RowHook] = None,
            ) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
-    """The Hugging Face rows (hf-eager for every batch, then hf-compiled when ``compile``) and
-    notes for the results' meta data. Rows are "skipped" when torch / transformers / CUDA are
-    missing, "failed" with the exception's first line when something breaks.
-    ``compile_backend`` replaces inductor (tests on the CPU use "eager")."""
+    """The Hugging Face rows (hf-eager for every batch, then hf-compiled for every batch when
+    ``compile``: the cheap rows first) and notes for the results' meta data. Rows are "skipped"
+    when torch / transformers / CUDA are missing, "failed" with the exception's first line when
+    something breaks.
+
+    ``warmup`` untimed calls precede the compiled rows' timed ones (the first one compiles);
+    hf-eager compiles nothing and gets ``eager_warmup`` (default: min(warmup, 1)).
+    The compiled rows share one :class:`compiled_decode` (dynamo reset once, before the first
+    compiled batch). ``on_row(row, info)`` is called after each row is made, in order, with the
+    meta notes so far. ``compile_backend`` replaces inductor (tests on the CPU use "eager")."""
     variants = [HF_EAGER] + ([HF_COMPILED] if compile else [])
+    if eager_warmup is None:
+        eager_warmup = min(warmup, 1)
     info: Dict[str, Any] = {"hf_device": device, "hf_dtype": str(precision).lower(),
                             "hf_compile_recipe": COMPILE_RECIPE if compile else None}
+    rows: List[Dict[str, Any]] = []
+
+    def add(row: Dict[str, Any]) -> None:
+        rows.append(row)
+        if on_row is not None:
+            on_row(row, info)
+
     reason = hf_unavailable_reason(device)
     if reason:
         info["hf_skipped"] = reason
-        return [skipped_row(v, b, gen, precision, reason) for v in variants for b in batches], info
+        for v in variants:
+            for b in batches:
+                add(skipped_row(v, b, gen, precision, reason))
+        return rows, info
     import torch
     import transformers
 
@@ -464,44 +531,64 @@ def run_hf(checkpoint, batches: Sequence[int], gen: int, precision: str, warmup:
     except Exception as e:  # CheckpointError, OOM, a transformers API change
         msg = f"cannot build the Hugging Face model: {_first_line(e)}"
         log(msg)
-        return [failed_row(v, b, gen, precision, msg) for v in variants for b in batches], info
+        for v in variants:
+            for b in batches:
+                add(failed_row(v, b, gen, precision, msg))
+        return rows, info
     log(f"Hugging Face model built in {time.monotonic() - t0:.1f} s "
         f"(attention: {getattr(model.config, '_attn_implementation', '?')})")
     info["hf_attn_implementation"] = getattr(model.config, "_attn_implementation", None)
     gpu = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
-    rows = []
+    on_cuda = torch.device(device).type == "cuda"
+
+    def one(variant: str, b: int) -> None:
+        compiled = variant == HF_COMPILED
+        n_warm = warmup if compiled else eager_warmup
+        first = ", the first compiles" if compiled and n_warm else ""
+        log(f"{variant} B={b} gen={gen} (warm-up {n_warm}{first}; timed {repeat}) ...")
+        t0 = time.monotonic()
+        try:
+            timing = time_generate(model, b, gen, n_warm, repeat, log=log, compiling=compiled)
+            row = hf_row(variant, timing, precision, gpu, time.monotonic() - t0)
+            log(f"{variant} B={b} gen={gen} ... {row['tokens_per_s_median']:.0f} tok/s")
+        except Exception as e:  # OOM, compile errors: recorded, the others go on
+            row = failed_row(variant, b, gen, precision, _first_line(e))
+            row["wall_s"] = round(time.monotonic() - t0, 3)
+            log(f"{variant} B={b} gen={gen} ... FAILED: {row['error']}")
+            if on_cuda:
+                torch.cuda.empty_cache()
+        add(row)
+
     try:
-        for variant in variants:
-            for b in batches:
-                log(f"{variant} B={b} gen={gen} ...")
-                t0 = time.monotonic()
+        for b in batches:
+            one(HF_EAGER, b)
+        if compile:
+            with contextlib.ExitStack() as stack:
                 try:
-                    if variant == HF_COMPILED:
-                        with compiled_decode(model, backend=compile_backend):
-                            timing = time_generate(model, b, gen, warmup, repeat, log=log)
-                    else:
-                        timing = time_generate(model, b, gen, warmup, repeat, log=log)
-                    row = hf_row(variant, timing, precision, gpu, time.monotonic() - t0)
-                    log(f"{variant} B={b} gen={gen} ... {row['tokens_per_s_median']:.0f} tok/s")
-                except Exception as e:  # OOM, compile errors: recorded, the others go on
-                    row = failed_row(variant, b, gen, precision, _first_line(e))
-                    row["wall_s"] = round(time.monotonic() - t0, 3)
-                    log(f"{variant} B={b} gen={gen} ... FAILED: {row['error']}")
-                    if torch.device(device).type == "cuda":
-                        torch.cuda.empty_cache()
-                rows.append(row)
+                    stack.enter_context(compiled_decode(model, backend=compile_backend,
+                                                        reset=True))
+                except Exception as e:  # torch.compile itself refused
+                    msg = _first_line(e)
+                    log(f"{HF_COMPILED} ... FAILED: {msg}")
+                    for b in batches:
+                        add(failed_row(HF_COMPILED, b, gen, precision, msg))
+                else:
+                    for b in batches:
+                        one(HF_COMPILED, b)
     finally:
         del model
-        if torch.device(device).type == "cuda":
+        if on_cuda:
             torch.cuda.empty_cache()
     return rows, info
 
 
 def run_engine(points: List[Dict[str, Any]], cc: Optional[int], timeout: float,
-               log: Log = _stderr, cc_reason: str = "") -> List[Dict[str, Any]]:
+               log: Log = _stderr, cc_reason: str = "",
+               on_row: Optional[Callable[[Dict[str, Any]], None]] = None,
+               ) -> List[Dict[str, Any]]:
     """The executables' rows, one point after the other (a sweep's PointRunner): failures are
     recorded in the rows and the others go on. Without ``cc`` every row fails with
-    ``cc_reason``."""
+    ``cc_reason``. ``on_row(row)`` is called after each row."""
     from .sweep import PointRunner
 
     rows = []
@@ -509,15 +596,17 @@ def run_engine(points: List[Dict[str, Any]], cc: Optional[int], timeout: float,
     for i, p in enumerate(points, 1):
         label = f"[{i}/{len(points)}] {p['variant']} B={p['batch']} gen={p['gen']}"
         if runner is None:
-            rows.append(failed_row(p["variant"], p["batch"], p["gen"], p["precision"], cc_reason))
+            row = failed_row(p["variant"], p["batch"], p["gen"], p["precision"], cc_reason)
             log(f"{label} ... FAILED: {cc_reason}")
-            continue
-        row = engine_row(runner.run(p))
-        rows.append(row)
-        if row["status"] == "ok":
-            log(f"{label} ... {row['tokens_per_s_median']:.0f} tok/s")
         else:
-            log(f"{label} ... FAILED: {row['error']}")
+            row = engine_row(runner.run(p))
+            if row["status"] == "ok":
+                log(f"{label} ... {row['tokens_per_s_median']:.0f} tok/s")
+            else:
+                log(f"{label} ... FAILED: {row['error']}")
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
     return rows
 
 
@@ -589,11 +678,17 @@ def format_table(df) -> str:
 
 
 def format_header(meta: Dict[str, Any]) -> str:
-    """The lines above the table: GPU, model, copy bandwidth and what the floor counts."""
+    """The lines above the table: GPU, model, copy bandwidth and what the floor counts (and a
+    first line saying so while the run is not complete)."""
+    hf_warmup = meta.get("hf_warmup")
+    hf_eager_warmup = min(hf_warmup, 1) if isinstance(hf_warmup, int) else hf_warmup
     lines = [f"GPU: {meta.get('gpu') or 'unknown'}; {meta.get('precision', '').upper()}, "
              f"{meta.get('prompt_len')} start token, {meta.get('gen')} new greedy tokens; engine: "
              f"warm-up {meta.get('warmup')}, median of {meta.get('repeat')}; Hugging Face: "
-             f"warm-up {meta.get('hf_warmup')}, median of {meta.get('repeat')}"]
+             f"warm-up {hf_eager_warmup} eager / {hf_warmup} compiled, median of "
+             f"{meta.get('repeat')}"]
+    if meta.get("complete") is False:
+        lines.insert(0, "PARTIAL RESULTS: the run has not finished (rows so far)")
     m = meta.get("model")
     if m:
         lines.append(f"model: {meta.get('checkpoint')} (L={m['num_layers']} NH={m['num_heads']} "
@@ -604,8 +699,8 @@ def format_header(meta: Dict[str, Any]) -> str:
         lines.append(f"copy bandwidth: {bw:.0f} GB/s ({meta.get('copy_source')}); floor per step "
                      f"= weights + KV cache at the mean position {meta.get('mean_kv_positions')}")
     else:
-        lines.append(f"copy bandwidth: unknown ({meta.get('copy_note')}): no % of floor "
-                     f"(give --copy-gbps)")
+        note = meta.get("copy_note") or "not measured yet"
+        lines.append(f"copy bandwidth: unknown ({note}): no % of floor (give --copy-gbps)")
     return "\n".join(lines)
 
 
@@ -619,17 +714,35 @@ def results_dir(base: Optional[Path] = None, stamp: Optional[str] = None) -> Pat
     return path
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and
+    os.replace: a reader (or a run killed mid-write) sees the old file or the new, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def write_results(out_dir: Path, df, meta: Dict[str, Any], table: str) -> Dict[str, Path]:
-    """results.csv (the rows), results.json ({"meta": ..., "rows": [...]}) and table.txt."""
+    """results.csv (the rows), results.json ({"meta": ..., "rows": [...]}) and table.txt, each
+    replaced atomically (:func:`write_atomic`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "results.csv", "json": out_dir / "results.json",
              "table": out_dir / "table.txt"}
-    paths["csv"].write_text(df.to_csv(index=False))
+    write_atomic(paths["csv"], df.to_csv(index=False))
     records = json.loads(df.to_json(orient="records"))
-    paths["json"].write_text(json.dumps({"meta": meta, "rows": records}, indent=2,
-                                        default=str) + "\n")
-    paths["table"].write_text(table + "\n")
+    write_atomic(paths["json"], json.dumps({"meta": meta, "rows": records}, indent=2,
+                                           default=str) + "\n")
+    write_atomic(paths["table"], table + "\n")
     return paths
 
 
@@ -703,7 +816,12 @@ def model_config(default_model: Path) -> ModelConfig:
 
 def run_bench(opts: BenchOptions, log: Log = _stderr) -> BenchResult:
     """Run everything, write the results, return them. Raises ConfigError / CheckpointError for
-    what stops the whole run (gen beyond the context, an unreadable checkpoint)."""
+    what stops the whole run (gen beyond the context, an unreadable checkpoint).
+
+    Nothing finished is lost: the results directory is made (and logged) before the first row,
+    and results.csv / results.json / table.txt are rewritten atomically after every row with
+    ``meta["complete"] = False``; the last write, after everything, says True. A run killed
+    mid-way leaves the rows finished so far."""
     from . import build as build_mod
     from .sweep import resolve_model
 
@@ -715,13 +833,15 @@ def run_bench(opts: BenchOptions, log: Log = _stderr) -> BenchResult:
         checkpoint = resolve_model("gpt2", opts.precision)  # the default model, made once
         cfg = model_config(checkpoint)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    out_dir = Path(opts.out) if opts.out else results_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"results directory: {out_dir} (rewritten after every row)")
 
     cc, cc_reason = opts.cc, ""
     if cc is None:
         cc, why = build_mod.detect_cc()
         if cc is None:
             cc_reason = f"cannot detect the GPU's compute capability: {why} (use --cc)"
-    rows = run_engine(points, cc, opts.timeout, log, cc_reason)
 
     meta: Dict[str, Any] = {
         "started": started, "host": socket.gethostname(), "cc": cc,
@@ -733,34 +853,62 @@ def run_bench(opts: BenchOptions, log: Log = _stderr) -> BenchResult:
         "mean_kv_positions": mean_kv_positions(PROMPT_LEN, opts.gen),
         "copy_gbps": None, "copy_source": None, "copy_note": None,
     }
+    rows: List[Dict[str, Any]] = []
 
-    if opts.copy_gbps:
-        meta.update(copy_gbps=float(opts.copy_gbps), copy_source="given with --copy-gbps")
-    else:
-        try:
-            log("device-to-device copy bandwidth ...")
-            bw = measure_copy_bandwidth()
-            meta.update(copy_gbps=bw["gbps"], copy_gbps_min=bw["gbps_min"],
-                        copy_gbps_max=bw["gbps_max"],
-                        copy_source=f"measured: torch copy of {bw['nbytes'] >> 20} MiB, bytes "
-                                    f"read + written, median of {bw['repeat']}")
-            log(f"device-to-device copy bandwidth ... {bw['gbps']:.0f} GB/s")
-        except BenchError as e:
-            meta["copy_note"] = f"not measured: {e}"
-        except Exception as e:  # a CUDA error, out of memory
-            meta["copy_note"] = f"not measured: {_first_line(e)}"
+    def save(complete: bool = False) -> Tuple[Any, str, Dict[str, Path]]:
+        gpus = [r["gpu"] for r in rows if r.get("gpu")]
+        for k in ("gpu", "finished", "complete"):  # kept last in the JSON
+            meta.pop(k, None)
+        meta["gpu"] = gpus[0] if gpus else None
+        meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S") if complete else None
+        meta["complete"] = complete
+        df = summarize(rows, cfg, meta["copy_gbps"])
+        table = format_header(meta) + "\n\n" + format_table(df)
+        return df, table, write_results(out_dir, df, meta, table)
 
-    if opts.hf:
-        hf, info = run_hf(checkpoint, list(opts.batches), opts.gen, opts.precision,
-                          opts.hf_warmup, opts.repeat, compile=opts.hf_compile, log=log)
-        rows += hf
-        meta.update(info)
+    def engine_done(row: Dict[str, Any]) -> None:
+        rows.append(row)
+        save()
 
-    gpus = [r["gpu"] for r in rows if r.get("gpu")]
-    meta["gpu"] = gpus[0] if gpus else None
-    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    df = summarize(rows, cfg, meta["copy_gbps"])
-    table = format_header(meta) + "\n\n" + format_table(df)
-    out_dir = Path(opts.out) if opts.out else results_dir()
-    paths = write_results(out_dir, df, meta, table)
+    try:
+        save()  # the meta data and no rows yet: the run is under way
+        run_engine(points, cc, opts.timeout, log, cc_reason, on_row=engine_done)
+
+        if opts.copy_gbps:
+            meta.update(copy_gbps=float(opts.copy_gbps), copy_source="given with --copy-gbps")
+        else:
+            try:
+                log("device-to-device copy bandwidth ...")
+                bw = measure_copy_bandwidth()
+                meta.update(copy_gbps=bw["gbps"], copy_gbps_min=bw["gbps_min"],
+                            copy_gbps_max=bw["gbps_max"],
+                            copy_source=f"measured: torch copy of {bw['nbytes'] >> 20} MiB, bytes "
+                                        f"read + written, median of {bw['repeat']}")
+                log(f"device-to-device copy bandwidth ... {bw['gbps']:.0f} GB/s")
+            except BenchError as e:
+                meta["copy_note"] = f"not measured: {e}"
+            except Exception as e:  # a CUDA error, out of memory
+                meta["copy_note"] = f"not measured: {_first_line(e)}"
+        save()  # the engine rows with their % of floor
+
+        if opts.hf:
+            n_engine = len(rows)
+
+            def hf_done(row: Dict[str, Any], info: Dict[str, Any]) -> None:
+                rows.append(row)
+                meta.update(info)
+                save()
+
+            hf, info = run_hf(checkpoint, list(opts.batches), opts.gen, opts.precision,
+                              opts.hf_warmup, opts.repeat, compile=opts.hf_compile, log=log,
+                              on_row=hf_done)
+            del rows[n_engine:]  # the returned rows are the authority (on_row may not have run)
+            rows += hf
+            meta.update(info)
+    except KeyboardInterrupt:
+        log(f"interrupted: the {len(rows)} rows finished so far are in {out_dir} "
+            f"(complete: false)")
+        raise
+
+    df, table, paths = save(complete=True)
     return BenchResult(df, meta, table, paths)

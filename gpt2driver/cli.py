@@ -463,7 +463,8 @@ def _bench_variants(ctx, param, value):
 @click.option("--hf-compile/--no-hf-compile", default=True, show_default=True,
               help="Also time generate with a static cache and torch.compile.")
 @click.option("--hf-warmup", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Untimed generate calls first (the compiled run compiles in the first).")
+              help="Untimed compiled generate calls first (the first compiles); "
+                   "hf-eager gets min(this, 1).")
 @click.option("--copy-gbps", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Copy bandwidth (GB/s) for the % of floor instead of measuring it with torch.")
 @click.option("--out", type=click.Path(file_okay=False),

@@ -177,13 +177,66 @@ def test_compiled_decode_recipe_on_cpu(tiny_ckpt):
     assert "forward" not in vars(model) and gc.cache_implementation is None
 
 
-def test_run_hf_on_cpu(tiny_ckpt):
-    torch_and_hf()
-    logs = []
-    rows, info = bench.run_hf(tiny_ckpt, [1, 2], 3, "fp32", warmup=1, repeat=2, device="cpu",
-                              log=logs.append, compile_backend="eager")
+def test_compiled_decode_prefill_is_eager(tiny_ckpt, monkeypatch):
+    """The call that allocates the static cache (the prefill) runs the eager forward, every
+    decode step the compiled one; a cache that is allocated goes to the compiled one."""
+    torch = torch_and_hf()
+    model = bench.hf_model_from_checkpoint(tiny_ckpt, dtype="fp32")
+    calls = []
+
+    def fake_compile(fn, **kw):
+        def compiled(*a, **k):
+            calls.append("compiled")
+            return fn(*a, **k)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    plain_forward = type(model).forward
+
+    def forward(self, *a, **k):
+        calls.append("forward")
+        return plain_forward(self, *a, **k)
+
+    monkeypatch.setattr(type(model), "forward", forward)
+    with bench.compiled_decode(model, backend="eager"):
+        t = bench.time_generate(model, 2, 4, warmup=0, repeat=2)
+    assert t.output_shape == (2, 5)
+    # per generate: the prefill eagerly, then 3 decode steps through the compiled forward
+    assert calls == (["forward"] + ["compiled", "forward"] * 3) * 2, calls
+
+
+def test_cache_unallocated():
+    from types import SimpleNamespace as NS
+
+    assert bench.cache_unallocated(None) is False
+    assert bench.cache_unallocated(NS(layers=[])) is False
+    assert bench.cache_unallocated(NS(layers=[NS(is_initialized=False)])) is True
+    assert bench.cache_unallocated(NS(layers=[NS(is_initialized=True),
+                                              NS(is_initialized=False)])) is True
+    assert bench.cache_unallocated(NS(layers=[NS(is_initialized=True)])) is False
+    assert bench.cache_unallocated(NS(layers=[NS()])) is False  # allocated in __init__
+
+
+def test_run_hf_on_cpu(tiny_ckpt, monkeypatch):
+    torch = torch_and_hf()
+    logs, streamed, resets = [], [], []
+    real_reset = torch._dynamo.reset
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: (resets.append(1), real_reset())[1])
+    rows, info = bench.run_hf(tiny_ckpt, [1, 2], 3, "fp32", warmup=2, repeat=2, device="cpu",
+                              log=logs.append, compile_backend="eager",
+                              on_row=lambda r, i: streamed.append((r, dict(i))))
     assert [(r["variant"], r["batch"]) for r in rows] == [
         ("hf-eager", 1), ("hf-eager", 2), ("hf-compiled", 1), ("hf-compiled", 2)]
+    assert [r for r, _ in streamed] == rows  # each row handed over as it was made, in order
+    assert streamed[0][1]["transformers"] == info["transformers"]
+    assert len(resets) == 1  # dynamo reset once, before the first compiled batch, not per B
+    # hf-eager: min(2, 1) = 1 warm-up per batch; hf-compiled: 2, the first labelled as compiling
+    warm = [line for line in logs if "warm-up generate" in line]
+    assert len(warm) == 2 * 1 + 2 * 2
+    compiling = [line for line in logs if "includes torch.compile compilation" in line]
+    assert len(compiling) == 2 and all("warm-up generate" in line for line in compiling)
+    assert logs.index(compiling[0]) > max(i for i, line in enumerate(logs)
+                                          if line.startswith("hf-eager B=2 gen=3 ... "))
     assert all(r["status"] == "ok" and r["tokens_per_s_median"] > 0 and r["gpu"] == "cpu"
                for r in rows), rows
     assert info["transformers"] and info["hf_attn_implementation"]
@@ -300,8 +353,9 @@ def runner():
 
 @pytest.fixture
 def fake_hf(monkeypatch):
-    """run_hf replaced by rows of known speed (hf-eager 50 tok/s x B, hf-compiled 400 x B) and
-    a copy bandwidth of 3000 GB/s. Returns the calls made to run_hf."""
+    """run_hf replaced by rows of known speed (hf-eager 50 tok/s x B, hf-compiled 400 x B),
+    each handed to on_row as it is made, and a copy bandwidth of 3000 GB/s. Returns the calls
+    made to run_hf."""
     calls = []
 
     def run_hf(checkpoint, batches, gen, precision, warmup, repeat, compile=True, **kw):
@@ -318,6 +372,8 @@ def fake_hf(monkeypatch):
                          tokens_per_s_max=tps * 1.1, step_ms=b / tps * 1e3,
                          total_ms=b * gen / tps * 1e3, reps=repeat, gpu="Fake GPU 80GB")
                 rows.append(r)
+                if kw.get("on_row"):
+                    kw["on_row"](r, {"transformers": "fake"})
         return rows, {"transformers": "fake"}
 
     monkeypatch.setattr(bench, "run_hf", run_hf)
@@ -355,6 +411,9 @@ def test_bench_table_csv_json(runner, fake_engine, fake_hf, tmp_path):
     assert "copy bandwidth: 3000 GB/s" in res.output and "Fake GPU 80GB" in res.output
     assert "vs HF eager" in res.output and "% of floor" in res.output
     assert "[6/6] optimized B=4 gen=16 ..." in res.output  # progress (stderr, mixed in)
+    assert f"results directory: {out}" in res.output
+    assert res.output.index("results directory:") < res.output.index("[1/6] naive B=1")
+    assert "Hugging Face: warm-up 1 eager / 3 compiled, median of 2" in res.output
 
     df = pd.read_csv(out / "results.csv")
     assert len(df) == 10 and set(df["status"]) == {"ok"}
@@ -378,8 +437,11 @@ def test_bench_table_csv_json(runner, fake_engine, fake_hf, tmp_path):
     assert meta["model"]["num_parameters"] == 124_475_904 and meta["weights_bytes"] == 248_951_808
     assert meta["gpu"] == "Fake GPU 80GB" and meta["cc"] == 90 and meta["hf_warmup"] == 3
     assert meta["transformers"] == "fake" and meta["mean_kv_positions"] == 8.5
+    assert meta["complete"] is True and meta["finished"]
+    assert list(meta)[-3:] == ["gpu", "finished", "complete"]
     assert len(data["rows"]) == 10 and data["rows"][2]["variant"] == "optimized"
     assert (out / "table.txt").read_text().startswith("GPU: Fake GPU 80GB")
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "table.txt"]
 
 
 def test_bench_default_out_dir_and_options(runner, fake_engine, fake_hf, tmp_path, monkeypatch):
@@ -484,3 +546,155 @@ def test_parse_variants():
     assert bench.parse_variants(" Optimized , naive,naive") == ["optimized", "naive"]
     with pytest.raises(ValueError):
         bench.parse_variants("")
+
+
+# ------------------------------------------------------------------------------------------------
+# Nothing finished is lost: the results are rewritten after every row
+# ------------------------------------------------------------------------------------------------
+
+
+def read_results(out):
+    return pd.read_csv(out / "results.csv"), json.loads((out / "results.json").read_text())
+
+
+def test_bench_results_written_after_every_row(fake_engine, fake_hf, tmp_path, monkeypatch):
+    """Each write leaves the rows so far on disk with complete = false; the last says true.
+    The engine rows are checked on disk while the next row is being made."""
+    out = tmp_path / "o"
+    seen = []  # (rows on disk, complete) at each write
+    real_write = bench.write_results
+
+    def spy(out_dir, df, meta, table):
+        paths = real_write(out_dir, df, meta, table)
+        on_disk, data = read_results(out_dir)
+        assert len(on_disk) == len(data["rows"]) == len(df)
+        seen.append((len(on_disk), data["meta"]["complete"]))
+        return paths
+
+    monkeypatch.setattr(bench, "write_results", spy)
+    on_disk_at_engine_row = []
+    real_engine_row = bench.engine_row
+
+    def engine_row(r):
+        on_disk_at_engine_row.append(list(pd.read_csv(out / "results.csv")["variant"]))
+        return real_engine_row(r)
+
+    monkeypatch.setattr(bench, "engine_row", engine_row)
+    logs = []
+    opts = bench.BenchOptions(batches=(1,), gen=4, out=str(out))
+    res = bench.run_bench(opts, log=logs.append)
+    assert on_disk_at_engine_row == [[], ["naive"], ["naive", "kvonly"]]
+    counts = [n for n, _ in seen]
+    assert counts == sorted(counts) and set(counts) == set(range(6))  # 3 engine + 2 HF rows
+    assert [c for _, c in seen] == [False] * (len(seen) - 1) + [True]
+    assert logs[0] == f"results directory: {out} (rewritten after every row)"
+    assert len(res.df) == 5 and res.meta["complete"] is True
+
+
+def test_bench_interrupted_in_the_engine_rows(fake_engine, fake_hf, tmp_path, monkeypatch):
+    """KeyboardInterrupt while the second row is made: the first is on disk, complete false."""
+    out = tmp_path / "o"
+    real_engine_row, made = bench.engine_row, []
+
+    def engine_row(r):
+        if made:
+            raise KeyboardInterrupt
+        made.append(r)
+        return real_engine_row(r)
+
+    monkeypatch.setattr(bench, "engine_row", engine_row)
+    logs = []
+    opts = bench.BenchOptions(batches=(1, 4), gen=8, out=str(out))
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_bench(opts, log=logs.append)
+    df, data = read_results(out)
+    assert list(zip(df["variant"], df["batch"], df["status"])) == [("naive", 1, "ok")]
+    assert df["tokens_per_s_median"].iloc[0] > 0 and df["gpu"].iloc[0] == "Fake GPU 80GB"
+    assert data["meta"]["complete"] is False and data["meta"]["finished"] is None
+    assert [(r["variant"], r["batch"]) for r in data["rows"]] == [("naive", 1)]
+    assert data["rows"][0]["tokens_per_s_median"] == pytest.approx(
+        df["tokens_per_s_median"].iloc[0])
+    table = (out / "table.txt").read_text()
+    assert table.startswith("PARTIAL RESULTS") and "naive" in table and "kvonly" not in table
+    assert fake_hf == []  # nothing after the interruption ran
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "table.txt"]
+    assert logs[-1].startswith(f"interrupted: the 1 rows finished so far are in {out}")
+
+
+def test_bench_interrupted_in_the_hf_rows(fake_engine, tmp_path, monkeypatch):
+    """Killed during the first compiled generate (as on the H100): the engine rows, with their
+    % of floor, and the hf-eager rows are on disk; complete false."""
+    def run_hf(checkpoint, batches, gen, precision, warmup, repeat, compile=True, on_row=None,
+               **kw):
+        info = {"transformers": "fake", "hf_attn_implementation": "sdpa"}
+        for b in batches:
+            r = bench.base_row(bench.HF_EAGER, b, gen, precision)
+            r.update(tokens_per_s_median=90.0 * b, step_ms=1e3 / 90.0, gpu="Fake GPU 80GB")
+            on_row(r, info)
+        raise KeyboardInterrupt  # the first hf-compiled generate never returns
+
+    monkeypatch.setattr(bench, "run_hf", run_hf)
+    out = tmp_path / "o"
+    opts = bench.BenchOptions(batches=(1, 4), gen=8, out=str(out), copy_gbps=3000.0)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_bench(opts, log=lambda m: None)
+    df, data = read_results(out)
+    assert len(df) == 8 and set(df["status"]) == {"ok"}
+    assert list(df[df["variant"] == "hf-eager"]["batch"]) == [1, 4]
+    assert "hf-compiled" not in set(df["variant"])
+    assert df[~df["variant"].str.startswith("hf-")]["floor_pct"].notna().all()
+    eager4 = df[(df["variant"] == "hf-eager") & (df["batch"] == 4)].iloc[0]
+    assert eager4["tokens_per_s_median"] == 360.0
+    opt4 = df[(df["variant"] == "optimized") & (df["batch"] == 4)].iloc[0]
+    assert opt4["vs_hf_eager"] == pytest.approx(opt4["tokens_per_s_median"] / 360.0)
+    meta = data["meta"]
+    assert meta["complete"] is False and meta["transformers"] == "fake"
+    assert meta["copy_gbps"] == 3000.0
+
+
+def test_bench_cli_interrupted(runner, fake_engine, fake_hf, tmp_path, monkeypatch):
+    """Through the command: Ctrl-C after the first row still leaves it on disk."""
+    real, calls = bench.engine_row, []
+
+    def engine_row(r):
+        calls.append(r)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(r)
+
+    monkeypatch.setattr(bench, "engine_row", engine_row)
+    out = tmp_path / "o"
+    res = runner.invoke(cli, ["bench", "-b", "1", "-n", "4", "--out", str(out)])
+    assert res.exit_code != 0
+    assert f"results directory: {out}" in res.output and "interrupted: the 1 rows" in res.output
+    df, data = read_results(out)
+    assert list(df["variant"]) == ["naive"] and data["meta"]["complete"] is False
+
+
+def test_write_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    bench.write_atomic(path, "old\n")
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == [path.name]
+    bench.write_atomic(path, "new\n")
+    assert path.read_text() == "new\n"
+
+    def broken_replace(src, dst):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(bench.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk on fire"):
+        bench.write_atomic(path, "newer\n")
+    assert path.read_text() == "new\n"  # the old file whole, no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_format_header_partial_and_warmups():
+    meta = {"gpu": "G", "precision": "bf16", "prompt_len": 1, "gen": 8, "warmup": 1,
+            "repeat": 3, "hf_warmup": 0, "complete": False}
+    text = bench.format_header(meta)
+    assert text.startswith("PARTIAL RESULTS")
+    assert "Hugging Face: warm-up 0 eager / 0 compiled" in text
+    assert "copy bandwidth: unknown (not measured yet)" in text
+    meta.update(complete=True, hf_warmup=5)
+    text = bench.format_header(meta)
+    assert text.startswith("GPU: G;") and "warm-up 1 eager / 5 compiled" in text
