@@ -13,8 +13,8 @@ $G build 2>&1 | tee "$OUT/build.txt" | tail -4
 echo "== gpt2driver sweep (default)"; SECONDS=0
 timeout 300 $G sweep >"$OUT/sweep.txt" 2>"$OUT/sweep.err"; echo "sweep rc=$? in ${SECONDS}s"
 cp results/gpt2_optim/results.csv "$OUT/" 2>/dev/null
-CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
-B=build/sm${CC}_bf16; M=$(ls $GPT2DRIVER_HOME/models/*bf16*.bin | head -1)
+GPU_CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+B=build/sm${GPU_CC}_bf16; M=$(ls $GPT2DRIVER_HOME/models/*bf16*.bin | head -1)
 timeout 120 $G validate -b 2 -n 128 >"$OUT/validate.txt" 2>&1; echo "validate rc=$?"; tail -4 "$OUT/validate.txt"
 timeout 60 $G run --prompt "The quick brown fox" -b 2 -n 24 >"$OUT/run.txt" 2>&1; echo "run rc=$?"; tail -6 "$OUT/run.txt"
 for flag in "" --no-graph --no-gemv --no-fused --no-split-attn --no-pdl; do

@@ -4,14 +4,14 @@
 set -uo pipefail
 FINAL=${OUT:-/tmp/gpt2d_out}; OUT=/tmp/gpt2d_logs; mkdir -p "$OUT" "$FINAL"
 trap 'tar czf "$FINAL/logs.tgz" -C "$OUT" .' EXIT
-CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+GPU_CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 rm -rf build  # copies keep their mtimes: never trust an old build there
-make GPU_COMPUTE_CAPABILITY=$CC PRECISION=BF16 -j16 >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=BF16 -j16 >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 mkdir -p models
 [ -f models/gpt2_bf16.bin ] || python3 -c "
 from gpt2driver.checkpoint import ModelConfig, make_random_checkpoint
 make_random_checkpoint('models/gpt2_bf16.bin', ModelConfig.preset('gpt2'), dtype='bf16', seed=0)"
-B=build/sm${CC}_bf16; M=models/gpt2_bf16.bin
+B=build/sm${GPU_CC}_bf16; M=models/gpt2_bf16.bin
 $B/validate -e $M -b 3 -g 64 --prompt-len 7 -q > "$OUT/validate.txt" 2>&1; echo "validate rc=$?"; grep vsummary "$OUT/validate.txt"
 $B/validate -e $M -b 16 -g 32 --prompt-len 100 -q > "$OUT/validate16.txt" 2>&1; echo "validate B=16 rc=$?"; grep vsummary "$OUT/validate16.txt"
 compute-sanitizer --tool memcheck --error-exitcode 9 $B/optimized -e $M -b 3 -g 8 --prompt-len 5 --warmup 0 -q > "$OUT/memcheck.txt" 2>&1; echo "memcheck optimized rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.txt")"

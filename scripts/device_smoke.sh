@@ -3,12 +3,12 @@
 set -uo pipefail
 FINAL=${OUT:-/tmp/gpt2d_out}; OUT=/tmp/gpt2d_logs; mkdir -p "$OUT" "$FINAL"
 trap 'tar czf "$FINAL/logs.tgz" -C "$OUT" .' EXIT
-CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
-echo "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader) cc=$CC"
+GPU_CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+echo "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader) cc=$GPU_CC"
 export PYTHONUNBUFFERED=1
 rm -rf build  # copies keep their mtimes: never trust an old build there
 for P in BF16 FP32 FP16; do
-  make GPU_COMPUTE_CAPABILITY=$CC PRECISION=$P -j16 >"$OUT/build_$P.log" 2>&1 || { tail -30 "$OUT/build_$P.log"; exit 1; }
+  make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=$P -j16 >"$OUT/build_$P.log" 2>&1 || { tail -30 "$OUT/build_$P.log"; exit 1; }
 done
 mkdir -p models
 python3 - <<'PY'
@@ -18,11 +18,11 @@ make_random_checkpoint("models/gpt2_fp32.bin", ModelConfig.preset("gpt2"), dtype
 PY
 TK=.data/gpt2_tokenizer.bin
 for P in bf16 fp32 fp16; do
-  B=build/sm${CC}_$P; M=models/gpt2_$P.bin; [ $P = fp16 ] && M=models/gpt2_fp32.bin
+  B=build/sm${GPU_CC}_$P; M=models/gpt2_$P.bin; [ $P = fp16 ] && M=models/gpt2_fp32.bin
   $B/validate -e $M -b 2 -g 64 --prompt-len 7 -q > "$OUT/validate_$P.txt" 2>&1; echo "validate $P rc=$?"
   grep vsummary "$OUT/validate_$P.txt"
 done
-B=build/sm${CC}_bf16; M=models/gpt2_bf16.bin
+B=build/sm${GPU_CC}_bf16; M=models/gpt2_bf16.bin
 for prog in naive kvonly optimized; do
   compute-sanitizer --tool memcheck --error-exitcode 9 $B/$prog -e $M -b 2 -g 8 --prompt-len 5 --warmup 0 -q > "$OUT/memcheck_$prog.txt" 2>&1; echo "memcheck $prog rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_$prog.txt")"
 done

@@ -11,12 +11,12 @@ export PYTHONUNBUFFERED=1 GPT2DRIVER_HOME=/tmp/gpt2d_home GPT2DRIVER_TOKENIZER=$
 rm -rf build results /tmp/base
 G="python3 -m gpt2driver"
 python3 -m pip install --no-deps --no-build-isolation -e . >"$OUT/pip.log" 2>&1 || { tail "$OUT/pip.log"; exit 1; }
-CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+GPU_CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 SECONDS=0
-mkdir -p /tmp/base && tar xzf .data/base.tar.gz -C /tmp/base && (cd /tmp/base && make GPU_COMPUTE_CAPABILITY=$CC PRECISION=BF16 -j8 >"$OUT/build_base.log" 2>&1) &
-for p in BF16 FP16 FP32; do make GPU_COMPUTE_CAPABILITY=$CC PRECISION=$p -j16 >"$OUT/build_$p.log" 2>&1 || { echo "build $p failed"; tail -20 "$OUT/build_$p.log"; exit 1; }; done
+mkdir -p /tmp/base && tar xzf .data/base.tar.gz -C /tmp/base && (cd /tmp/base && make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=BF16 -j8 >"$OUT/build_base.log" 2>&1) &
+for p in BF16 FP16 FP32; do make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=$p -j16 >"$OUT/build_$p.log" 2>&1 || { echo "build $p failed"; tail -20 "$OUT/build_$p.log"; exit 1; }; done
 wait; echo "builds done in ${SECONDS}s"
-B=build/sm${CC}_bf16; OLD=/tmp/base/build/sm${CC}_bf16
+B=build/sm${GPU_CC}_bf16; OLD=/tmp/base/build/sm${GPU_CC}_bf16
 mkdir -p models; python3 -c "
 from gpt2driver.checkpoint import ModelConfig, make_random_checkpoint
 make_random_checkpoint('models/gpt2_bf16.bin', ModelConfig.preset('gpt2'), dtype='bf16', seed=0)"

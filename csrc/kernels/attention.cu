@@ -1,6 +1,7 @@
 // Causal self-attention over the KV cache. Both kernels share attend_range(): one warp walks a range of
 // key positions for one query with an online softmax, each lane holding D = HS/32 dimensions.
 #include <cfloat>
+#include <algorithm>
 #include <cstdint>
 
 #include "../common/check.h"
@@ -142,94 +143,142 @@ __global__ void attention_kernel(floatX* out, const floatX* qkv, const floatX* k
     for (int d = 0; d < D; d++) o[d] = from_f<floatX>(st.acc[d] / st.l);
 }
 
-// Split decode: block (split, h, b) of kSplitWarps warps covers keys [split*kKeysPerSplit, ...), each warp a
-// slice; the block writes its partial (max, normaliser, output) and the last block of a head to finish
-// (counted with an atomic ticket, reset after use so graph replays start from zero) merges them all.
+// Split decode: a work item (split, h, b) of kSplitWarps warps covers keys [split*kKeysPerSplit, ...), each
+// warp a slice; it writes its partial (max, normaliser, output) and the last item of a head to finish
+// (counted with an atomic ticket, reset after use so graph replays start from zero) merges them all. Only the
+// splits that hold keys at this position are items; the grid (sized for the GPU, fixed for graph capture)
+// loops over them.
 constexpr int kKeysPerSplit = 64, kSplitWarps = 4;
 
 template <int D>
-__global__ void attention_split_kernel(floatX* out, float* part, int* tickets, const floatX* qkv, const floatX* kc,
-                                       const floatX* vc, const int* d_pos, int NH, int maxT, int nsplit) {
+__global__ void __launch_bounds__(kSplitWarps * 32)
+    attention_split_kernel(floatX* out, float* part, int* tickets, const floatX* qkv, const floatX* kc,
+                           const floatX* vc, const int* d_pos, int B, int NH, int maxT, int nsplit) {
     constexpr int HS = 32 * D;
     constexpr int per_warp = kKeysPerSplit / kSplitWarps;
-    int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z, C = NH * HS;
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int C = NH * HS, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     // Before waiting for the QKV kernel: the position (set by the previous step) and the cached keys before
-    // it (written by earlier steps) do not depend on it, so their loads overlap its tail. Only the query and
-    // the key/value at pos come from the kernel just before.
+    // it (written by earlier steps) do not depend on it, so the first item's loads overlap its tail. Only
+    // the query and the key/value at pos come from the kernel just before.
     const int pos = *d_pos, len = pos + 1;
-    int j0 = split * kKeysPerSplit, j1 = min(len, j0 + kKeysPerSplit);
-    int w0 = j0 + warp * per_warp, w1 = min(j1, w0 + per_warp);
-    size_t head = ((size_t)b * NH + h) * maxT * HS;
-    const floatX *kh = kc + head, *vh = vc + head;
+    const int used = min(nsplit, (len + kKeysPerSplit - 1) / kKeysPerSplit);
+    const int items = used * NH * B;
+    struct Item {
+        int split, h, b, w0, w1, old_end;
+        const floatX *kh, *vh;
+    };
+    auto item = [&](int it) {
+        Item x;
+        x.split = it % used;
+        x.h = (it / used) % NH;
+        x.b = it / (used * NH);
+        const int j0 = x.split * kKeysPerSplit, j1 = min(len, j0 + kKeysPerSplit);
+        x.w0 = j0 + warp * per_warp;
+        x.w1 = min(j1, x.w0 + per_warp);
+        x.old_end = min(x.w1, pos);  // keys [w0, old_end) are in the cache already
+        const size_t head = ((size_t)x.b * NH + x.h) * maxT * HS;
+        x.kh = kc + head;
+        x.vh = vc + head;
+        return x;
+    };
     KeyBlock<D, per_warp> kb;
-    const int old_end = min(w1, pos);  // keys [w0, old_end) are in the cache already
-    if (w0 < old_end) load_keys<D, per_warp>(kb, kh, vh, w0, old_end, lane);
+    int it = blockIdx.x;
+    if (it < items) {
+        Item x = item(it);
+        if (x.w0 < x.old_end) load_keys<D, per_warp>(kb, x.kh, x.vh, x.w0, x.old_end, lane);
+    }
     pdl_wait();
     pdl_launch_dependents();
-    float q[D];
-    load_query<D>(q, qkv, b, h, C, lane);
-    SoftmaxState<D> st;
-    if (w0 < w1) {
-#pragma unroll
-        for (int u = 0; u < per_warp; u++)  // the new key, if it falls in this warp's slice
-            if (w0 + u == pos) {
-                load_dims<D>(kb.k[u], kh + (size_t)pos * HS + lane * D);
-                load_dims<D>(kb.v[u], vh + (size_t)pos * HS + lane * D);
-            }
-        consume_keys<D, per_warp>(st, q, kb, w0, w1);
-    }
-    // merge the warps through shared memory
     __shared__ float sm_m[kSplitWarps], sm_l[kSplitWarps], sm_acc[kSplitWarps][HS];
     __shared__ int ticket;
-    if (lane == 0) {
-        sm_m[warp] = st.m;
-        sm_l[warp] = st.l;
-    }
+    for (bool first = true; it < items; it += gridDim.x, first = false) {
+        const Item x = item(it);
+        if (!first && x.w0 < x.old_end) load_keys<D, per_warp>(kb, x.kh, x.vh, x.w0, x.old_end, lane);
+        float q[D];
+        load_query<D>(q, qkv, x.b, x.h, C, lane);
+        SoftmaxState<D> st;
+        if (x.w0 < x.w1) {
 #pragma unroll
-    for (int d = 0; d < D; d++) sm_acc[warp][lane * D + d] = st.acc[d];
-    __syncthreads();
-    float* base = part + ((size_t)b * NH + h) * nsplit * (HS + 2);
-    if (warp == 0) {
-        float m = -FLT_MAX;
-        for (int w = 0; w < kSplitWarps; w++) m = fmaxf(m, sm_m[w]);
-        float l = 0.f, acc[D] = {};
-        for (int w = 0; w < kSplitWarps; w++) {
-            float c = sm_l[w] > 0.f ? __expf(sm_m[w] - m) : 0.f;
-            l += sm_l[w] * c;
-#pragma unroll
-            for (int d = 0; d < D; d++) acc[d] += sm_acc[w][lane * D + d] * c;
+            for (int u = 0; u < per_warp; u++)  // the new key, if it falls in this warp's slice
+                if (x.w0 + u == pos) {
+                    load_dims<D>(kb.k[u], x.kh + (size_t)pos * HS + lane * D);
+                    load_dims<D>(kb.v[u], x.vh + (size_t)pos * HS + lane * D);
+                }
+            consume_keys<D, per_warp>(st, q, kb, x.w0, x.w1);
         }
-        float* dst = base + split * (HS + 2);
+        // merge the warps through shared memory
         if (lane == 0) {
-            dst[0] = m;
-            dst[1] = l;
+            sm_m[warp] = st.m;
+            sm_l[warp] = st.l;
         }
 #pragma unroll
-        for (int d = 0; d < D; d++) dst[2 + lane * D + d] = acc[d];
-        __threadfence();
-        __syncwarp();  // every lane's partial is visible before lane 0 takes the ticket
-        if (lane == 0) ticket = atomicAdd(&tickets[b * NH + h], 1);
-    }
-    __syncthreads();
-    if (ticket != nsplit - 1 || warp != 0) return;
-    // last block of this head: merge the used splits
-    if (lane == 0) tickets[b * NH + h] = 0;
-    int used = min(nsplit, (len + kKeysPerSplit - 1) / kKeysPerSplit);
-    float m = -FLT_MAX;
-    for (int sp = 0; sp < used; sp++) m = fmaxf(m, __ldcg(base + sp * (HS + 2)));
-    float l = 0.f, acc[D] = {};
-    for (int sp = 0; sp < used; sp++) {
-        const float* p = base + sp * (HS + 2);
-        float pl = __ldcg(p + 1);
-        float c = pl > 0.f ? __expf(__ldcg(p) - m) : 0.f;
-        l += pl * c;
+        for (int d = 0; d < D; d++) sm_acc[warp][lane * D + d] = st.acc[d];
+        __syncthreads();
+        const int bh = x.b * NH + x.h;
+        float* base = part + (size_t)bh * nsplit * (HS + 2);
+        if (warp == 0) {
+            float m = -FLT_MAX;
+            for (int w = 0; w < kSplitWarps; w++) m = fmaxf(m, sm_m[w]);
+            float l = 0.f, acc[D] = {};
+            for (int w = 0; w < kSplitWarps; w++) {
+                float c = sm_l[w] > 0.f ? __expf(sm_m[w] - m) : 0.f;
+                l += sm_l[w] * c;
 #pragma unroll
-        for (int d = 0; d < D; d++) acc[d] += __ldcg(p + 2 + lane * D + d) * c;
-    }
-    floatX* o = out + (size_t)b * C + h * HS + lane * D;
+                for (int d = 0; d < D; d++) acc[d] += sm_acc[w][lane * D + d] * c;
+            }
+            float* dst = base + x.split * (HS + 2);
+            if (lane == 0) {
+                dst[0] = m;
+                dst[1] = l;
+            }
 #pragma unroll
-    for (int d = 0; d < D; d++) o[d] = from_f<floatX>(acc[d] / l);
+            for (int d = 0; d < D; d++) dst[2 + lane * D + d] = acc[d];
+            __threadfence();
+            __syncwarp();  // every lane's partial is visible before lane 0 takes the ticket
+            if (lane == 0) ticket = atomicAdd(&tickets[bh], 1);
+        }
+        __syncthreads();
+        if (ticket == used - 1 && warp == 0) {
+            // last item of this head: merge its splits, 8 at a time with all their loads issued together (one
+            // L2 round trip per 8 splits, not one per split)
+            if (lane == 0) tickets[bh] = 0;
+            constexpr int kMerge = 8;
+            float m = -FLT_MAX, l = 0.f, acc[D] = {};
+            for (int s0 = 0; s0 < used; s0 += kMerge) {
+                float pm[kMerge], pl[kMerge], pa[kMerge][D];
+#pragma unroll
+                for (int i = 0; i < kMerge; i++) {
+                    const float* p = base + min(s0 + i, used - 1) * (HS + 2);
+                    pm[i] = __ldcg(p);
+                    pl[i] = __ldcg(p + 1);
+#pragma unroll
+                    for (int d = 0; d < D; d++) pa[i][d] = __ldcg(p + 2 + lane * D + d);
+                }
+                float mx = m;
+#pragma unroll
+                for (int i = 0; i < kMerge; i++)
+                    if (s0 + i < used && pl[i] > 0.f) mx = fmaxf(mx, pm[i]);
+                const float r = __expf(m - mx);
+                l *= r;
+#pragma unroll
+                for (int d = 0; d < D; d++) acc[d] *= r;
+                m = mx;
+#pragma unroll
+                for (int i = 0; i < kMerge; i++) {
+                    if (s0 + i < used && pl[i] > 0.f) {
+                        const float c = __expf(pm[i] - m);
+                        l += pl[i] * c;
+#pragma unroll
+                        for (int d = 0; d < D; d++) acc[d] += pa[i][d] * c;
+                    }
+                }
+            }
+            floatX* o = out + (size_t)x.b * C + x.h * HS + lane * D;
+#pragma unroll
+            for (int d = 0; d < D; d++) o[d] = from_f<floatX>(acc[d] / l);
+        }
+        __syncthreads();  // shared memory and `ticket` are reused by the next item
+    }
 }
 
 #define GD_HS_DISPATCH(HS, KERNEL_CALL)                                                              \
@@ -265,9 +314,18 @@ void attention_decode_split(floatX* out, const floatX* qkv, const floatX* kcache
     check_hs(HS);
     int nsplit = ceil_div(maxT, kKeysPerSplit);
     int* tickets = reinterpret_cast<int*>(scratch + (size_t)B * NH * nsplit * (HS + 2));
-    dim3 grid(nsplit, NH, B);
-    GD_HS_DISPATCH(HS, (launch_pdl(attention_split_kernel<D>, grid, dim3(kSplitWarps * 32), 0, s, out, scratch,
-                                   tickets, qkv, kcache, vcache, d_pos, NH, maxT, nsplit)));
+    // As many blocks as can be resident at once (the items of the longest context, at most): the kernel loops.
+    auto grid_for = [&](const void* kernel) {
+        int dev = 0, sms = 0, per_sm = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kSplitWarps * 32, 0));
+        return std::min((long)nsplit * NH * B, (long)sms * std::max(per_sm, 1));
+    };
+    GD_HS_DISPATCH(HS, (launch_pdl(attention_split_kernel<D>,
+                                   dim3((unsigned)grid_for((const void*)attention_split_kernel<D>)),
+                                   dim3(kSplitWarps * 32), 0, s, out, scratch, tickets, qkv, kcache, vcache, d_pos, B,
+                                   NH, maxT, nsplit)));
 }
 
 }  // namespace gd
