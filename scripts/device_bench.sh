@@ -2,7 +2,7 @@
 # One GPU call: build BF16 (detected CC); optional A/B of experimental csrc trees (.data/exp_*.tar.gz, each a
 # `tar czf` of csrc + Makefile) against the working tree (optimized B=1,16, 512 new tokens, median of 5); then
 # `gpt2driver bench` (naive/kvonly/optimized + Hugging Face eager and static cache + torch.compile on the same
-# weights). PROFILE=1 adds `gpt2driver profile --tool ncu|builtin`. Logs and result tables in $OUT/logs.tgz;
+# weights). PROFILE=1 adds `gpt2driver profile --tool ncu|builtin`; GPU_TESTS=1 adds pytest -m gpu and memcheck. Logs and result tables in $OUT/logs.tgz;
 # the bench table printed last.
 set -uo pipefail
 FINAL=${OUT:-/tmp/gpt2d_out}; OUT=/tmp/gpt2d_logs; mkdir -p "$OUT" "$FINAL"
@@ -29,6 +29,13 @@ fi
 if [ -n "${PROFILE:-}" ]; then
   for b in 1 16; do timeout 150 $G profile --tool ncu -b $b --steps 1 --warmup 4 --prompt-len 256 --top 12 >"$OUT/profile_ncu_b$b.txt" 2>&1; echo "== profile ncu B=$b rc=$?"; done
   timeout 60 $G profile --tool builtin -b 1 --steps 16 >"$OUT/profile_builtin.txt" 2>&1; echo "== profile builtin rc=$?"
+fi
+if [ -n "${GPU_TESTS:-}" ]; then
+  SECONDS=0; timeout ${GPU_TESTS_TIMEOUT:-240} python3 -m pytest -m gpu -q -x -p no:cacheprovider tests/test_gpu_engine.py >"$OUT/pytest_gpu.txt" 2>&1; echo "pytest gpu rc=$? in ${SECONDS}s"; tail -2 "$OUT/pytest_gpu.txt"
+  M=models/gpt2_bf16.bin; mkdir -p models; [ -f $M ] || python3 -c "
+from gpt2driver.checkpoint import ModelConfig, make_random_checkpoint
+make_random_checkpoint('$M', ModelConfig.preset('gpt2'), dtype='bf16', seed=0)"
+  for p in optimized validate; do timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 build/sm${GPU_CC}_bf16/$p -e $M -b 3 -g 8 --prompt-len 5 -q > "$OUT/memcheck_$p.txt" 2>&1; echo "memcheck $p rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_$p.txt")"; done
 fi
 SECONDS=0; timeout ${BENCH_TIMEOUT:-420} $G bench ${BENCH_ARGS:-} --out results/bench/run >"$OUT/bench.txt" 2>"$OUT/bench.err"
 echo "== bench rc=$? in ${SECONDS}s"; grep -v "generate " "$OUT/bench.err" | tail -12; cat "$OUT/bench.txt"
