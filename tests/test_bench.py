@@ -698,3 +698,34 @@ def test_format_header_partial_and_warmups():
     meta.update(complete=True, hf_warmup=5)
     text = bench.format_header(meta)
     assert text.startswith("GPU: G;") and "warm-up 1 eager / 5 compiled" in text
+
+
+def test_bench_results_from_the_h100_recompute():
+    """The real `gpt2driver bench` results.json of the H100 run in the README: its ratios and % of floor
+    follow from its own rows and meta (summarize recomputes them), and it is a complete run."""
+    import json
+    from pathlib import Path
+
+    from gpt2driver.checkpoint import ModelConfig
+
+    data = json.loads((Path(__file__).parent / "fixtures" / "device" / "bench_h100.json").read_text())
+    meta, rows = data["meta"], data["rows"]
+    assert meta["complete"] is True and meta["gpu"] == "NVIDIA H100 80GB HBM3"
+    assert {r["status"] for r in rows} == {"ok"} and len(rows) == 15
+    m = meta["model"]
+    cfg = ModelConfig(**{k: m[k] for k in ("max_seq_len", "vocab_size", "padded_vocab_size", "num_layers",
+                                           "num_heads", "channels")})
+    assert cfg.num_parameters == m["num_parameters"]
+    keep = ("variant", "batch", "gen", "prompt_len", "precision", "status", "error", "tokens_per_s_median",
+            "tokens_per_s_min", "tokens_per_s_max", "step_ms", "total_ms", "reps", "gpu", "wall_s")
+    df = bench.summarize([{k: r[k] for k in keep} for r in rows], cfg, meta["copy_gbps"])
+    got = {(r["variant"], r["batch"]): r for r in df.to_dict("records")}
+    for r in rows:
+        g = got[(r["variant"], r["batch"])]
+        for col in ("bytes_per_step", "floor_step_ms", "floor_pct", "vs_naive", "vs_hf_eager", "vs_hf_compiled"):
+            assert g[col] == pytest.approx(r[col]), (r["variant"], r["batch"], col)
+    opt = {r["batch"]: r for r in rows if r["variant"] == "optimized"}
+    # tokens/s = B x new tokens / generation time, and the engine beats both Hugging Face rows at every B
+    for b, r in opt.items():
+        assert r["tokens_per_s_median"] == pytest.approx(b * 512 / (r["total_ms"] / 1e3), rel=0.02)
+        assert r["vs_hf_compiled"] > 1 and r["vs_hf_eager"] > 1

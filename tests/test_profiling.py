@@ -334,6 +334,25 @@ def test_ncu_captured_on_the_device():
     assert stages.loc["qkv", "calls"] == 12 and stages["share"].sum() == pytest.approx(1.0)
 
 
+def test_ncu_v15_capture_gives_the_device_table():
+    """`gpt2driver profile --tool ncu -b 1` on the H100 (v1.5 kernels, templated names, the driver's own
+    metric set): parsing its kept ncu.csv here gives the table the driver printed there."""
+    import json
+
+    launches = P.parse_ncu_csv((DEV / "ncu_profile_v15_b1.csv").read_text())
+    df = P.with_ceiling(P.ncu_table(launches, steps=1)).set_index("name")
+    want = {r["name"]: r for r in json.loads((DEV / "ncu_profile_v15_b1_table.json").read_text())}
+    assert set(df.index) == set(want)
+    for name, r in want.items():
+        for col in ("calls", "total_us", "share", "dram_bytes", "gbps", "dram_pct", "stages"):
+            got = df.loc[name, col]
+            assert got == (pytest.approx(r[col]) if isinstance(r[col], float) else r[col]), (name, col)
+    # v1.5: greedy argmax lives in the logits product: no sample or set_pos kernel in the step
+    assert "sample_kernel" not in df.index and "set_pos_kernel" not in df.index
+    assert df.loc["linear_mma_kernel<1, 4, 1, float>", "stages"] == "logits"
+    assert df["calls"].sum() == 62
+
+
 def test_ncu_csv_missing_or_empty():
     with pytest.raises(P.ProfilingError, match="MEASURE in domain decode"):
         P.parse_ncu_csv("==PROF== Disconnected from process 1\n==WARNING== No kernels were profiled.\n")

@@ -75,7 +75,7 @@ void usage(Program p) {
     if (p == Program::Optimized)
         printf("       --no-graph          no CUDA graph for the decode step\n"
                "       --no-gemv           cuBLAS instead of the small-batch matrix-vector kernels\n"
-               "       --no-fused          separate bias / GELU / residual kernels\n"
+               "       --no-fused          separate LayerNorm / bias / GELU / residual / KV-store / argmax kernels\n"
                "       --no-split-attn     one block per head for decode attention\n"
                "       --no-pdl            no programmatic dependent launch (sm_90)\n");
     if (p == Program::Validate)
