@@ -25,8 +25,8 @@ int generate_main(Program program, int argc, char** argv) {
                                              : variant_optimized(a.use_graph, a.use_gemv, a.use_fused, a.use_split_attn);
     set_pdl_enabled(a.use_pdl);
     const int P = (int)s.prompt.size();
-    // naive recomputes up to P+gen-1 positions; the cached variants prefill P at most.
-    int max_chunk = v.use_cache ? P : P + a.gen - 1;
+    // naive recomputes up to P+gen-1 positions; the cached variants prefill in chunks.
+    int max_chunk = v.use_cache ? prefill_chunk(s.cfg, a.batch, P) : P + a.gen - 1;
     print_config(s, v.name);
     check_fits(runner_bytes(s.cfg, a.batch, max_chunk, v.split_attn), "the activations and KV cache");
     Runner r(s.cfg, s.weights, v, a.batch, max_chunk, s.d_tokens, s.stream);

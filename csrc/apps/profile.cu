@@ -17,18 +17,16 @@ int main(int argc, char** argv) {
     // Stages are launched one by one (no CUDA graph) so every kernel sits inside its named range.
     Variant v = a.variant == "kvonly" ? variant_kvonly() : variant_optimized(false);
     print_config(s, v.name);
-    check_fits(runner_bytes(s.cfg, a.batch, P, v.split_attn), "the activations and KV cache");
-    Runner r(s.cfg, s.weights, v, a.batch, P, s.d_tokens, s.stream);
+    const int chunk = prefill_chunk(s.cfg, a.batch, P);
+    check_fits(runner_bytes(s.cfg, a.batch, chunk, v.split_attn), "the activations and KV cache");
+    Runner r(s.cfg, s.weights, v, a.batch, chunk, s.d_tokens, s.stream);
     print_memory(s, r.act_bytes(), r.kv_bytes());
     StageTimer timer(a.builtin);
     r.timer = &timer;
 
-    r.set_position(0);
     timer.push_range("PREFILL");
-    r.forward(P);
-    r.sample(P, s.sampling);
+    r.prefill(P, true, s.sampling);
     timer.pop_range();
-    r.advance(P);
     timer.push_range("WARMUP");
     for (int i = 0; i < a.warmup; i++) r.decode_step(true, s.sampling);
     timer.pop_range();

@@ -75,14 +75,15 @@ int main(int argc, char** argv) {
     print_config(s, "naive");
 
     size_t need = runner_bytes(s.cfg, B, P + a.gen - 1, false);
-    for (size_t i = 0; i < a.variants.size(); i++) need += runner_bytes(s.cfg, B, P, true);
+    const int chunk = prefill_chunk(s.cfg, B, P);
+    for (size_t i = 0; i < a.variants.size(); i++) need += runner_bytes(s.cfg, B, chunk, true);
     check_fits(need, "validate's runners (naive + cached variants)");
     Runner naive(s.cfg, s.weights, variant_naive(), B, P + a.gen - 1, s.d_tokens, s.stream);
     std::vector<std::unique_ptr<Runner>> cached;
     size_t act = naive.act_bytes(), kv = naive.kv_bytes();
     for (auto& name : a.variants) {
         Variant v = name == "kvonly" ? variant_kvonly() : variant_optimized();
-        cached.emplace_back(new Runner(s.cfg, s.weights, v, B, P, s.d_tokens, s.stream));
+        cached.emplace_back(new Runner(s.cfg, s.weights, v, B, chunk, s.d_tokens, s.stream));
         act += cached.back()->act_bytes();
         kv += cached.back()->kv_bytes();
     }
@@ -103,9 +104,7 @@ int main(int argc, char** argv) {
         for (size_t vi = 0; vi < cached.size(); vi++) {
             Runner& r = *cached[vi];
             if (step == 0) {
-                r.set_position(0);
-                r.forward(P);
-                r.advance(P);
+                r.prefill(P, false, greedy);
             } else {
                 r.decode_step(false, greedy);
             }

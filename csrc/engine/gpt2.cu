@@ -349,6 +349,23 @@ void Runner::sample(int T, const SamplingParams& sp) {
     stage_end();
 }
 
+int prefill_chunk(const ModelConfig& cfg, int B, int P) {
+    const size_t per_token = (size_t)B * 11 * cfg.channels * sizeof(floatX);
+    const size_t fit = ((size_t)32 << 20) / per_token;
+    return (int)std::max<size_t>(1, std::min<size_t>((size_t)P, fit));
+}
+
+void Runner::prefill(int P, bool do_sample, const SamplingParams& sp) {
+    set_position(0);
+    for (int done = 0; done < P;) {
+        const int T = std::min(max_chunk_, P - done);
+        forward(T);
+        done += T;
+        if (done == P && do_sample) sample(T, sp);  // token P of each row, from the last chunk's logits
+        advance(T);
+    }
+}
+
 void Runner::record_decode(bool do_sample, const SamplingParams& sp) {
     fuse_argmax_ = do_sample && sp.greedy && use_decode_kernels(B_);
     forward(1);

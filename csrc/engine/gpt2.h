@@ -69,6 +69,9 @@ public:
 
     // Forward of T tokens per row starting at the device position; logits of the last one into logits().
     void forward(int T);
+    // Prompt of P tokens per row from position 0, in chunks of at most max_chunk tokens (so the activations stay
+    // small); then the next token is sampled when asked, and the position is P.
+    void prefill(int P, bool sample, const SamplingParams& sp);
     // One cached decode step (T = 1) at the device position, optionally sampling the next token, then pos += 1.
     void decode_step(bool sample, const SamplingParams& sp);
     void sample(int T, const SamplingParams& sp);
@@ -106,6 +109,9 @@ private:
     SamplingParams graph_sp_[2];
 };
 
+// Tokens per prefill chunk of a cached Runner: the whole prompt, or fewer so that the chunk's activations
+// (11 x C values per token and row) stay within 32 MiB.
+int prefill_chunk(const ModelConfig& cfg, int B, int P);
 // Bytes a Runner will allocate (activations, KV cache), for the up-front memory check.
 size_t runner_bytes(const ModelConfig& cfg, int B, int max_chunk, bool split_attn);
 // Fails with EXIT_CUDA naming the MiB needed and free when `bytes` do not fit.

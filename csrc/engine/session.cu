@@ -185,10 +185,7 @@ GenTiming generate(Session& s, Runner& r, LogitsDump* dump) {
             r.forward(P + step);
             r.sample(P + step, s.sampling);
         } else if (step == 0) {  // prefill the prompt
-            r.set_position(0);
-            r.forward(P);
-            r.sample(P, s.sampling);
-            r.advance(P);
+            r.prefill(P, true, s.sampling);
         } else {
             r.decode_step(true, s.sampling);
         }
