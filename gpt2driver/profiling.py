@@ -29,14 +29,13 @@ import math
 import re
 import shlex
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .protocol import EXIT_CODES, ProtocolError, RunResult, parse_output
-from .runner import RunError, _kill_group, _tail, engine_args, run_binary
+from .runner import RunError, _tail, communicate_group, engine_args, run_binary, spawn_group
 
 TOOLS = ("builtin", "nsys", "ncu")
 NVTX_DOMAIN = "decode"
@@ -534,22 +533,14 @@ def run_tool(cmd: Sequence[str], timeout: float, exe: Optional[str] = None) -> T
     if exe:
         argv[0] = exe
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                errors="replace", start_new_session=True)
+        proc = spawn_group(argv)
     except OSError as e:
         raise ProfilingError(f"cannot start {argv[0]}: {e.strerror or e}") from None
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        out, err = proc.communicate()
+    out, err, timed_out = communicate_group(proc, timeout)
+    if timed_out:
         raise RunError(f"{Path(argv[0]).name} timed out after {timeout:g} s and was killed "
                        f"(raise --timeout, or lower --steps / use --launch-count)",
-                       stderr_tail=_tail(err)) from None
-    except BaseException:
-        _kill_group(proc)
-        proc.wait()
-        raise
+                       stderr_tail=_tail(err))
     return ToolRun(list(map(str, cmd)), proc.returncode, out, err)
 
 

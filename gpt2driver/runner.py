@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .protocol import EXIT_CODES, ProtocolError, RunResult, parse_output
 
@@ -69,6 +69,30 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def spawn_group(argv: Sequence[str], env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:
+    """Start ``argv`` (a list, never a shell) in its own process group, text pipes for stdout and stderr.
+    Raises OSError when it cannot start."""
+    return subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            errors="replace", env=env, start_new_session=True)
+
+
+def communicate_group(proc: subprocess.Popen, timeout: float) -> Tuple[str, str, bool]:
+    """(stdout, stderr, timed_out) of a child started by spawn_group. On a timeout the whole group is
+    killed and what it wrote is returned; on any other exception (Ctrl-C included) the group is killed
+    and the exception goes on: the child never outlives the call."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return out, err, False
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        out, err = proc.communicate()
+        return out, err, True
+    except BaseException:
+        _kill_group(proc)
+        proc.wait()
+        raise
+
+
 def _describe_exit(rc: int) -> str:
     if rc < 0:
         try:
@@ -92,23 +116,15 @@ def run_binary(path: PathLike, args: Sequence[str], timeout: float,
     cmd = [str(path), *[str(a) for a in args]]
     full_env = None if env is None else {**os.environ, **env}
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                errors="replace", env=full_env, start_new_session=True)
+        proc = spawn_group(cmd, full_env)
     except OSError as e:
         hint = " (build it with: gpt2driver build)" if not path.exists() else ""
         raise RunError(f"cannot start {path}: {e.strerror or e}{hint}") from None
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        out, err = proc.communicate()
+    out, err, timed_out = communicate_group(proc, timeout)
+    if timed_out:
         raise RunError(f"{name} timed out after {timeout:g} s and was killed"
                        + (f"; stderr:\n{_tail(err)}" if err.strip() else ""),
-                       stderr_tail=_tail(err)) from None
-    except BaseException:  # KeyboardInterrupt included: never leave the child running
-        _kill_group(proc)
-        proc.wait()
-        raise
+                       stderr_tail=_tail(err))
     rc = proc.returncode
     tail = _tail(err)
     accepted = rc in tuple(ok_codes)
