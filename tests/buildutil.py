@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import shutil
+import struct
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,18 @@ PathLike = Union[str, "os.PathLike[str]"]
 # ------------------------------------------------------------------------------------------------
 # Toolchain
 # ------------------------------------------------------------------------------------------------
+
+
+def raw_header_file(path: Path, header: Sequence[int], body: bytes = b"") -> Path:
+    """A file of llm.c's layout written by hand: a 256 x int32 header from the first ints (the rest zero),
+    then ``body``. For the bad files the package's writers refuse to make."""
+    path.write_bytes(struct.pack("<256i", *header, *[0] * (256 - len(header))) + body)
+    return path
+
+
+def token_records(tokens: Sequence[bytes]) -> bytes:
+    """A tokenizer file's body: each token as one length byte, then its bytes."""
+    return b"".join(bytes([len(t)]) + t for t in tokens)
 
 
 def cuda_home() -> Path:

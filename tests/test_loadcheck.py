@@ -256,17 +256,6 @@ def write_tok(path, tokens=TINY_TOKENS, eot=None, version=2):
     return tz.write_tokenizer(path, tokens, eot, version=version)
 
 
-def raw_tok(path, header, body=b""):
-    h = np.zeros(256, dtype="<i4")
-    h[:len(header)] = header
-    path.write_bytes(h.tobytes() + body)
-    return path
-
-
-def tok_body(tokens):
-    return b"".join(bytes([len(t)]) + t for t in tokens)
-
-
 def test_good_tokenizer(loadcheck, tmp_path):
     p = write_tok(tmp_path / "tok.bin")
     t = lc(loadcheck, "--tokenizer", p).one("tokenizer")
@@ -289,20 +278,20 @@ def test_checkpoint_and_tokenizer_together(loadcheck, tmp_path):
 
 
 def test_tokenizer_bad_magic(loadcheck, tmp_path):
-    p = raw_tok(tmp_path / "t.bin", [20240326, 2, 100, 99], tok_body(TINY_TOKENS))
+    p = bu.raw_header_file(tmp_path / "t.bin", [20240326, 2, 100, 99], bu.token_records(TINY_TOKENS))
     expect_input_error(loadcheck, "-tk", p, ["magic", "20240326"])
 
 
 @pytest.mark.parametrize("version", [3, 0])
 def test_tokenizer_bad_version(loadcheck, tmp_path, version):
-    p = raw_tok(tmp_path / "t.bin", [tz.MAGIC, version, 100, 99], tok_body(TINY_TOKENS))
+    p = bu.raw_header_file(tmp_path / "t.bin", [tz.MAGIC, version, 100, 99], bu.token_records(TINY_TOKENS))
     expect_input_error(loadcheck, "-tk", p, ["version", str(version)])
 
 
 def test_tokenizer_bad_vocab_and_eot(loadcheck, tmp_path):
-    p = raw_tok(tmp_path / "v.bin", [tz.MAGIC, 2, 0, 0])
+    p = bu.raw_header_file(tmp_path / "v.bin", [tz.MAGIC, 2, 0, 0])
     expect_input_error(loadcheck, "-tk", p, ["vocab"])
-    p = raw_tok(tmp_path / "e.bin", [tz.MAGIC, 2, 100, 100], tok_body(TINY_TOKENS))
+    p = bu.raw_header_file(tmp_path / "e.bin", [tz.MAGIC, 2, 100, 100], bu.token_records(TINY_TOKENS))
     expect_input_error(loadcheck, "-tk", p, ["EOT", "100"])
 
 
@@ -317,13 +306,13 @@ def test_tokenizer_truncated(loadcheck, tmp_path):
 
 
 def test_tokenizer_zero_length_token(loadcheck, tmp_path):
-    body = tok_body(TINY_TOKENS[:5]) + b"\x00" + tok_body(TINY_TOKENS[6:])
-    p = raw_tok(tmp_path / "t.bin", [tz.MAGIC, 2, 100, 99], body)
+    body = bu.token_records(TINY_TOKENS[:5]) + b"\x00" + bu.token_records(TINY_TOKENS[6:])
+    p = bu.raw_header_file(tmp_path / "t.bin", [tz.MAGIC, 2, 100, 99], body)
     expect_input_error(loadcheck, "-tk", p, ["token 5", "length 0"])
 
 
 def test_tokenizer_trailing_bytes(loadcheck, tmp_path):
-    p = raw_tok(tmp_path / "t.bin", [tz.MAGIC, 2, 100, 99], tok_body(TINY_TOKENS) + b"xyz")
+    p = bu.raw_header_file(tmp_path / "t.bin", [tz.MAGIC, 2, 100, 99], bu.token_records(TINY_TOKENS) + b"xyz")
     expect_input_error(loadcheck, "-tk", p, ["3 trailing bytes"])
 
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tiktoken
 
+import buildutil as bu
+
 from gpt2driver import tokenizer as tz
 from gpt2driver.tokenizer import TokenizerError
 
@@ -25,18 +27,6 @@ def tiny_file(tmp_path, name="tok.bin"):
     return tz.write_tokenizer(tmp_path / name, TINY_TOKENS, TINY_EOT)
 
 
-def raw_file(path, header, body=b""):
-    """Write a file from the first header ints (rest zero) and a body."""
-    h = np.zeros(256, dtype="<i4")
-    h[:len(header)] = header
-    path.write_bytes(h.tobytes() + body)
-    return path
-
-
-def token_body(tokens):
-    return b"".join(bytes([len(t)]) + t for t in tokens)
-
-
 # ------------------------------------------------------------------------------- file format
 
 
@@ -45,7 +35,7 @@ def test_v2_round_trip_and_layout(tmp_path):
     data = path.read_bytes()
     assert struct.unpack("<4i", data[:16]) == (20240328, 2, len(TINY_TOKENS), TINY_EOT)
     assert not any(data[16:1024])
-    assert data[1024:] == token_body(TINY_TOKENS)
+    assert data[1024:] == bu.token_records(TINY_TOKENS)
     tok = tz.read_tokenizer(path)
     assert tok.tokens == TINY_TOKENS and tok.eot_id == TINY_EOT and tok.version == 2
     assert tok.vocab_size == len(TINY_TOKENS)
@@ -108,53 +98,53 @@ def test_short_header(tmp_path):
 
 
 def test_bad_magic(tmp_path):
-    assert_bad(raw_file(tmp_path / "t.bin", [20240326, 2, 1, 0], token_body([b"a"])),
+    assert_bad(bu.raw_header_file(tmp_path / "t.bin", [20240326, 2, 1, 0], bu.token_records([b"a"])),
                "bad magic", "20240328", "20240326")
 
 
 @pytest.mark.parametrize("version", [0, 3, -1])
 def test_bad_version(tmp_path, version):
-    assert_bad(raw_file(tmp_path / "t.bin", [20240328, version, 1, 0], token_body([b"a"])),
+    assert_bad(bu.raw_header_file(tmp_path / "t.bin", [20240328, version, 1, 0], bu.token_records([b"a"])),
                "unsupported version", f"found {version}")
 
 
 @pytest.mark.parametrize("vocab", [0, -5, 1 << 25])
 def test_bad_vocab_size(tmp_path, vocab):
-    assert_bad(raw_file(tmp_path / "t.bin", [20240328, 2, vocab, 0]), "bad vocab_size",
+    assert_bad(bu.raw_header_file(tmp_path / "t.bin", [20240328, 2, vocab, 0]), "bad vocab_size",
                f"found {vocab}")
 
 
 @pytest.mark.parametrize("eot", [-1, 2, 1000])
 def test_bad_eot(tmp_path, eot):
-    assert_bad(raw_file(tmp_path / "t.bin", [20240328, 2, 2, eot], token_body([b"a", b"b"])),
+    assert_bad(bu.raw_header_file(tmp_path / "t.bin", [20240328, 2, 2, eot], bu.token_records([b"a", b"b"])),
                "bad EOT id", "0..1", f"found {eot}")
 
 
 def test_v1_ignores_eot_field(tmp_path):
-    tok = tz.read_tokenizer(raw_file(tmp_path / "t.bin", [20240328, 1, 2, 77],
-                                     token_body([b"a", b"b"])))
+    tok = tz.read_tokenizer(bu.raw_header_file(tmp_path / "t.bin", [20240328, 1, 2, 77],
+                                     bu.token_records([b"a", b"b"])))
     assert tok.eot_id is None
 
 
 def test_truncated_before_a_token(tmp_path):
-    assert_bad(raw_file(tmp_path / "t.bin", [20240328, 2, 3, 0], token_body([b"a", b"b"])),
+    assert_bad(bu.raw_header_file(tmp_path / "t.bin", [20240328, 2, 3, 0], bu.token_records([b"a", b"b"])),
                "truncated", "expected 3 tokens", "after 2")
 
 
 def test_truncated_inside_a_token(tmp_path):
-    body = token_body([b"a", b"hello"])[:-2]
-    assert_bad(raw_file(tmp_path / "t.bin", [20240328, 2, 2, 0], body),
+    body = bu.token_records([b"a", b"hello"])[:-2]
+    assert_bad(bu.raw_header_file(tmp_path / "t.bin", [20240328, 2, 2, 0], body),
                "truncated inside token 1", "expected 5 bytes", "found 3")
 
 
 def test_zero_length_token(tmp_path):
-    assert_bad(raw_file(tmp_path / "t.bin", [20240328, 2, 2, 0], b"\x01a\x00"),
+    assert_bad(bu.raw_header_file(tmp_path / "t.bin", [20240328, 2, 2, 0], b"\x01a\x00"),
                "token 1 has length 0")
 
 
 def test_trailing_garbage(tmp_path):
-    body = token_body([b"a", b"b"]) + b"xyz"
-    assert_bad(raw_file(tmp_path / "t.bin", [20240328, 2, 2, 0], body),
+    body = bu.token_records([b"a", b"b"]) + b"xyz"
+    assert_bad(bu.raw_header_file(tmp_path / "t.bin", [20240328, 2, 2, 0], body),
                "3 unexpected trailing bytes")
 
 
