@@ -16,9 +16,7 @@ SECONDS=0
 for t in .data/exp_*.tar.gz; do [ -f "$t" ] || continue; e=$(basename $t .tar.gz); mkdir -p /tmp/exp/$e && tar xzf $t -C /tmp/exp/$e && (cd /tmp/exp/$e && make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=BF16 -j8 >"$OUT/build_$e.log" 2>&1) & done
 $G build -j 16 >"$OUT/build.txt" 2>&1; echo "build rc=$?"; wait; echo "builds done in ${SECONDS}s"
 if ls /tmp/exp/*/build/sm${GPU_CC}_bf16/optimized >/dev/null 2>&1; then
-  mkdir -p models; python3 -c "
-from gpt2driver.checkpoint import ModelConfig, make_random_checkpoint
-make_random_checkpoint('models/gpt2_bf16.bin', ModelConfig.preset('gpt2'), dtype='bf16', seed=0)"
+  mkdir -p models; python3 -m gpt2driver checkpoint random --model gpt2 --dtype bf16 --seed 0 models/gpt2_bf16.bin >/dev/null
   T="$OUT/ab.txt"; : > "$T"
   for b in 1 16; do for d in build /tmp/exp/*/build; do
     n=$(basename $(dirname $d)); [ "$d" = build ] && n=current
@@ -32,9 +30,7 @@ if [ -n "${PROFILE:-}" ]; then
 fi
 if [ -n "${GPU_TESTS:-}" ]; then
   SECONDS=0; timeout ${GPU_TESTS_TIMEOUT:-240} python3 -m pytest -m gpu -q -x -p no:cacheprovider tests/test_gpu_engine.py >"$OUT/pytest_gpu.txt" 2>&1; echo "pytest gpu rc=$? in ${SECONDS}s"; tail -2 "$OUT/pytest_gpu.txt"
-  M=models/gpt2_bf16.bin; mkdir -p models; [ -f $M ] || python3 -c "
-from gpt2driver.checkpoint import ModelConfig, make_random_checkpoint
-make_random_checkpoint('$M', ModelConfig.preset('gpt2'), dtype='bf16', seed=0)"
+  M=models/gpt2_bf16.bin; mkdir -p models; [ -f $M ] || python3 -m gpt2driver checkpoint random --model gpt2 --dtype bf16 --seed 0 $M >/dev/null
   for p in optimized validate; do timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 build/sm${GPU_CC}_bf16/$p -e $M -b 3 -g 8 --prompt-len 5 -q > "$OUT/memcheck_$p.txt" 2>&1; echo "memcheck $p rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_$p.txt")"; done
 fi
 SECONDS=0; timeout ${BENCH_TIMEOUT:-420} $G bench ${BENCH_ARGS:-} --out results/bench/run >"$OUT/bench.txt" 2>"$OUT/bench.err"

@@ -9,11 +9,8 @@ rm -rf build
 GPU_CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=BF16 -j16 >"$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; exit 1; }
 B=build/sm${GPU_CC}_bf16; mkdir -p models
-SECONDS=0; python3 -c "
-from gpt2driver.checkpoint import ModelConfig, make_random_checkpoint
-make_random_checkpoint('models/gpt2_bf16.bin', ModelConfig.preset('gpt2'), dtype='bf16', seed=0)
-import os
-if os.environ.get('XL'): make_random_checkpoint('models/gpt2xl_bf16.bin', ModelConfig.preset('gpt2-xl'), dtype='bf16', seed=0)"; echo "models in ${SECONDS}s"
+SECONDS=0; python3 -m gpt2driver checkpoint random --model gpt2 --dtype bf16 --seed 0 models/gpt2_bf16.bin >/dev/null
+[ -n "${XL:-}" ] && python3 -m gpt2driver checkpoint random --model gpt2-xl --dtype bf16 --seed 0 models/gpt2xl_bf16.bin >/dev/null; echo "models in ${SECONDS}s"
 python3 -c "
 import torch; x=torch.empty(1<<29, dtype=torch.int16, device='cuda'); y=torch.empty_like(x); ts=[]
 for i in range(20):

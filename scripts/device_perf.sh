@@ -8,9 +8,7 @@ GPU_CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr
 rm -rf build  # copies keep their mtimes: never trust an old build there
 make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=BF16 -j16 >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 mkdir -p models
-[ -f models/gpt2_bf16.bin ] || python3 -c "
-from gpt2driver.checkpoint import ModelConfig, make_random_checkpoint
-make_random_checkpoint('models/gpt2_bf16.bin', ModelConfig.preset('gpt2'), dtype='bf16', seed=0)"
+[ -f models/gpt2_bf16.bin ] || python3 -m gpt2driver checkpoint random --model gpt2 --dtype bf16 --seed 0 models/gpt2_bf16.bin >/dev/null
 B=build/sm${GPU_CC}_bf16; M=models/gpt2_bf16.bin
 $B/validate -e $M -b 3 -g 64 --prompt-len 7 -q > "$OUT/validate.txt" 2>&1; echo "validate rc=$?"; grep vsummary "$OUT/validate.txt"
 $B/validate -e $M -b 16 -g 32 --prompt-len 100 -q > "$OUT/validate16.txt" 2>&1; echo "validate B=16 rc=$?"; grep vsummary "$OUT/validate16.txt"

@@ -11,11 +11,7 @@ for P in BF16 FP32 FP16; do
   make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=$P -j16 >"$OUT/build_$P.log" 2>&1 || { tail -30 "$OUT/build_$P.log"; exit 1; }
 done
 mkdir -p models
-python3 - <<'PY'
-from gpt2driver.checkpoint import ModelConfig, make_random_checkpoint
-make_random_checkpoint("models/gpt2_bf16.bin", ModelConfig.preset("gpt2"), dtype="bf16", seed=0)
-make_random_checkpoint("models/gpt2_fp32.bin", ModelConfig.preset("gpt2"), dtype="fp32", seed=0)
-PY
+for d in bf16 fp32; do python3 -m gpt2driver checkpoint random --model gpt2 --dtype $d --seed 0 models/gpt2_$d.bin >/dev/null; done
 TK=.data/gpt2_tokenizer.bin
 for P in bf16 fp32 fp16; do
   B=build/sm${GPU_CC}_$P; M=models/gpt2_$P.bin; [ $P = fp16 ] && M=models/gpt2_fp32.bin
