@@ -22,17 +22,16 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import socket
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .checkpoint import DEFAULT_MODEL_CONFIG, CheckpointError, ModelConfig, read_header
+from .checkpoint import (DEFAULT_MODEL_CONFIG, CheckpointError, ModelConfig, atomic_write_text,
+                         read_header)
 from .runner import VARIANTS, repo_root
 
 HF_EAGER = "hf-eager"
@@ -714,35 +713,18 @@ def results_dir(base: Optional[Path] = None, stamp: Optional[str] = None) -> Pat
     return path
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and
-    os.replace: a reader (or a run killed mid-write) sees the old file or the new, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_results(out_dir: Path, df, meta: Dict[str, Any], table: str) -> Dict[str, Path]:
     """results.csv (the rows), results.json ({"meta": ..., "rows": [...]}) and table.txt, each
-    replaced atomically (:func:`write_atomic`)."""
+    replaced atomically (:func:`gpt2driver.checkpoint.atomic_write_text`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "results.csv", "json": out_dir / "results.json",
              "table": out_dir / "table.txt"}
-    write_atomic(paths["csv"], df.to_csv(index=False))
+    atomic_write_text(paths["csv"], df.to_csv(index=False))
     records = json.loads(df.to_json(orient="records"))
-    write_atomic(paths["json"], json.dumps({"meta": meta, "rows": records}, indent=2,
+    atomic_write_text(paths["json"], json.dumps({"meta": meta, "rows": records}, indent=2,
                                            default=str) + "\n")
-    write_atomic(paths["table"], table + "\n")
+    atomic_write_text(paths["table"], table + "\n")
     return paths
 
 

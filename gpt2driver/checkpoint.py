@@ -258,6 +258,13 @@ def atomic_write(path: PathLike) -> Iterator[IO[bytes]]:
         raise
 
 
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """``text`` (UTF-8) to ``path`` through :func:`atomic_write`: a reader, or a run killed mid-write,
+    sees the old file or the new one, never half of one."""
+    with atomic_write(path) as f:
+        f.write(text.encode("utf-8"))
+
+
 def _header(cfg: ModelConfig, version: int) -> np.ndarray:
     h = np.zeros(HEADER_INTS, dtype="<i4")
     h[:8] = [MAGIC, version, cfg.max_seq_len, cfg.vocab_size, cfg.num_layers, cfg.num_heads,

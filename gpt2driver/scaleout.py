@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .checkpoint import atomic_write_text
 from .configs import GROUP_FIELDS
 from .sweep import (PointRunner, ResultsStore, SweepError, SweepInterrupted, _stderr, log_row,
                     make_row, point_label)
@@ -717,9 +718,7 @@ def run_on_slurm(points: List[Dict[str, Any]], store: ResultsStore, runner: Poin
     state = {"job_id": job, "dir": str(sub_dir.resolve()),
              "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
              "tasks": {str(t): [e["id"] for e in shard] for t, shard in enumerate(shards)}}
-    tmp = slurm_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=1) + "\n")
-    os.replace(tmp, slurm_dir / STATE_FILE)
+    atomic_write_text(slurm_dir / STATE_FILE, json.dumps(state, indent=1) + "\n")
     log(f"submitted slurm job {job}: {len(ready)} point(s) in {len(shards)} array task(s); "
         f"script {script}, logs {sub_dir / 'logs'}")
     _Follower(state, store, labels, opts, log, slurm_dir).follow()

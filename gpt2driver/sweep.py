@@ -15,13 +15,13 @@ import math
 import os
 import socket
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from . import build as build_mod
+from .checkpoint import atomic_write_text
 from .configs import GROUP_FIELDS, POINT_FIELDS, SweepConfig, expand
 from .protocol import tokens_per_s
 from .runner import RunError, engine_args, run_binary
@@ -86,20 +86,6 @@ def point_args(point: Dict[str, Any], checkpoint: Path) -> List[str]:
 # ------------------------------------------------------------------------------------------------
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class ResultsStore:
     """results.jsonl (the record) plus results.csv / results.json (views of it).
 
@@ -150,8 +136,8 @@ class ResultsStore:
     def rewrite(self) -> None:
         with self.lock:
             df = summarize(self.rows())
-            _atomic_write_text(self.csv, df.to_csv(index=False))
-            _atomic_write_text(self.json, df.to_json(orient="records", indent=2) + "\n")
+            atomic_write_text(self.csv, df.to_csv(index=False))
+            atomic_write_text(self.json, df.to_json(orient="records", indent=2) + "\n")
 
 
 def _clean(v: Any) -> Any:

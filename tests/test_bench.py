@@ -673,17 +673,17 @@ def test_bench_cli_interrupted(runner, fake_engine, fake_hf, tmp_path, monkeypat
 
 def test_write_atomic(tmp_path, monkeypatch):
     path = tmp_path / "results.json"
-    bench.write_atomic(path, "old\n")
+    ck.atomic_write_text(path, "old\n")
     assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == [path.name]
-    bench.write_atomic(path, "new\n")
+    ck.atomic_write_text(path, "new\n")
     assert path.read_text() == "new\n"
 
     def broken_replace(src, dst):
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(bench.os, "replace", broken_replace)
+    monkeypatch.setattr(ck.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk on fire"):
-        bench.write_atomic(path, "newer\n")
+        ck.atomic_write_text(path, "newer\n")
     assert path.read_text() == "new\n"  # the old file whole, no temporary file left behind
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
