@@ -3,6 +3,7 @@
 # (.data/base.tar.gz from `git archive --format=tar.gz -o .data/base.tar.gz <base> csrc Makefile`) for the
 # detected CC; validate, memcheck + racecheck the new optimized; time base vs new (B=1,4,16, 512 new tokens,
 # median of 5) and the optimized ablations; ncu + builtin profile tables; GPU tests (GPU_TESTS=1).
+# PRECS (default "BF16 FP16 FP32") picks the precisions built; XL=1 adds base vs new on the gpt2-xl shape, B=1.
 # Logs in $OUT/logs.tgz, the timing table last.
 set -uo pipefail
 FINAL=${OUT:-/tmp/gpt2d_out}; OUT=/tmp/gpt2d_logs; mkdir -p "$OUT" "$FINAL"
@@ -14,7 +15,7 @@ python3 -m pip install --no-deps --no-build-isolation -e . >"$OUT/pip.log" 2>&1 
 GPU_CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 SECONDS=0
 mkdir -p /tmp/base && tar xzf .data/base.tar.gz -C /tmp/base && (cd /tmp/base && make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=BF16 -j8 >"$OUT/build_base.log" 2>&1) &
-for p in BF16 FP16 FP32; do make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=$p -j16 >"$OUT/build_$p.log" 2>&1 || { echo "build $p failed"; tail -20 "$OUT/build_$p.log"; exit 1; }; done
+for p in ${PRECS:-BF16 FP16 FP32}; do make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=$p -j16 >"$OUT/build_$p.log" 2>&1 || { echo "build $p failed"; tail -20 "$OUT/build_$p.log"; exit 1; }; done
 wait; echo "builds done in ${SECONDS}s"
 B=build/sm${GPU_CC}_bf16; OLD=/tmp/base/build/sm${GPU_CC}_bf16
 mkdir -p models; python3 -m gpt2driver checkpoint random --model gpt2 --dtype bf16 --seed 0 models/gpt2_bf16.bin >/dev/null
@@ -41,6 +42,16 @@ tm new_b1_nopdl $B/optimized -b 1 --no-pdl
 tm new_b1_nograph $B/optimized -b 1 --no-graph
 tm new_b1_nofused $B/optimized -b 1 --no-fused
 tm new_b1_nosplit $B/optimized -b 1 --no-split-attn
+if [ -n "${XL:-}" ]; then
+  python3 -m gpt2driver checkpoint random --model gpt2-xl --dtype bf16 --seed 0 models/gpt2xl_bf16.bin >/dev/null
+  tmx() { local label=$1; shift; "$@" -e models/gpt2xl_bf16.bin -b 1 -g 512 --warmup 1 --repeat 3 -q > "$OUT/t_$label.txt" 2>&1; echo "$label $(grep -o 'step_ms=[0-9.e+-]* tokens_per_s=[0-9.e+]*' "$OUT/t_$label.txt" | tail -1)" | tee -a "$T"; }
+  tmx xl_base_b1 $OLD/optimized
+  tmx xl_new_b1 $B/optimized
+fi
+if [ -n "${ATTN_NCU:-}" ]; then  # stall reasons, occupancy and memory of one split-attention launch at B=16
+  timeout 120 ncu --kernel-name regex:attention_split --launch-skip 8 --launch-count 1 --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis $B/profile -e $M -b 16 --steps 1 --warmup 2 --prompt-len 256 -q > "$OUT/ncu_attn_b16.txt" 2>&1; echo "ncu attention B=16 rc=$?"
+  grep -E "Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Block Limit|Stall|Warp Cycles Per Issued|Theoretical Occ|Waves Per SM|Memory Throughput" "$OUT/ncu_attn_b16.txt" | head -30
+fi
 for b in 1 16; do
   timeout 150 $G profile --tool ncu -b $b --steps 1 --warmup 4 --prompt-len 256 --top 12 >"$OUT/profile_ncu_b$b.txt" 2>&1; echo "== profile ncu B=$b rc=$?"; tail -14 "$OUT/profile_ncu_b$b.txt" | head -9
 done

@@ -6,7 +6,7 @@
 #include "../common/check.h"
 #include "../engine/protocol.h"
 #include "../engine/session.h"
-#include "../kernels/pdl.cuh"
+#include "../kernels/launch.cuh"
 
 namespace gd {
 

@@ -1,5 +1,5 @@
-// Causal self-attention over the KV cache. Both kernels share attend_range(): one warp walks a range of
-// key positions for one query with an online softmax, each lane holding D = HS/32 dimensions.
+// Causal self-attention over the KV cache. Both kernels share the warp-level pieces: one warp walks a range of
+// key positions for one query with an online softmax, several keys per 16-byte load (see Lanes).
 #include <cfloat>
 #include <algorithm>
 #include <cstdint>
@@ -7,7 +7,7 @@
 #include "../common/check.h"
 #include "common.cuh"
 #include "kernels.cuh"
-#include "pdl.cuh"
+#include "launch.cuh"
 
 namespace gd {
 
@@ -30,141 +30,183 @@ void kv_store(floatX* kcache, floatX* vcache, const floatX* qkv, const int* d_po
     CUDA_CHECK_LAUNCH();
 }
 
-// Running softmax state of one warp: max m, normaliser l, and the lane's D accumulated output dims.
-template <int D>
+// A warp covers cache rows of HS elements with 16-byte loads: kLpk lanes per key row, kVec elements per lane,
+// kKpl keys per warp-wide load. A lane group (the kLpk lanes of one key) reduces its dot product with shuffles;
+// the groups take different keys.
+template <int HS>
+struct Lanes {
+    static constexpr int kLpk = HS / kVec, kKpl = 32 / kLpk;
+    static_assert(HS % kVec == 0 && kLpk >= 1 && kLpk <= 32 && 32 % kLpk == 0, "unsupported head size");
+};
+
+// Running softmax state of one warp: max m (the same in every lane), and the lane's share of the normaliser
+// and of its kVec output dims (its key group's keys only, until warp_finish adds the groups up).
 struct SoftmaxState {
-    float m = -FLT_MAX, l = 0.f, acc[D] = {};
+    float m = -FLT_MAX, l = 0.f, acc[kVec] = {};
 };
 
-// The K and V rows of U keys in registers; each lane holds its D dimensions of every row.
-template <int D, int U>
+// kLoads warp-wide loads of K and V rows: kLoads * kKpl keys; lane holds 16 bytes of each.
+constexpr int kLoads = 4;
 struct KeyBlock {
-    floatX k[U][D], v[U][D];
+    VecX k[kLoads], v[kLoads];
 };
 
-// The lane's D consecutive elements of one cache row, in as few loads as their size allows.
-template <int D>
-__device__ __forceinline__ void load_dims(floatX (&dst)[D], const floatX* src) {
-    constexpr int bytes = D * (int)sizeof(floatX);
-    if constexpr (bytes == 4) {
-        *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<const uint32_t*>(src);
-    } else if constexpr (bytes == 8) {
-        *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(src);
-    } else if constexpr (bytes == 16) {
-        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-    } else {
+template <int HS>
+__device__ __forceinline__ int lane_key(int i, int lane) {  // key offset of load i in this lane
+    return i * Lanes<HS>::kKpl + lane / Lanes<HS>::kLpk;
+}
+
+template <int HS>
+__device__ __forceinline__ const floatX* lane_row(const floatX* base, int key, int lane) {
+    return base + (size_t)key * HS + (lane % Lanes<HS>::kLpk) * kVec;
+}
+
+// Loads keys j .. j + kLoads * kKpl - 1 (indices clamped to j1 - 1; the clamped ones are masked when consumed)
+// of one (b, h) cache row: all loads issued before any is used, one memory round trip.
+template <int HS>
+__device__ __forceinline__ void load_keys(KeyBlock& kb, const floatX* k, const floatX* v, int j, int j1, int lane) {
 #pragma unroll
-        for (int d = 0; d < D; d++) dst[d] = src[d];
+    for (int i = 0; i < kLoads; i++) {
+        const int key = min(j + lane_key<HS>(i, lane), j1 - 1);
+        kb.k[i] = *reinterpret_cast<const VecX*>(lane_row<HS>(k, key, lane));
+        kb.v[i] = *reinterpret_cast<const VecX*>(lane_row<HS>(v, key, lane));
     }
 }
 
-// Loads keys j .. j+U-1 (indices clamped to j1-1; the clamped ones are masked when consumed). k/v point at
-// position 0 of one (b, h) cache row; all 2U loads are issued before any is used: one memory round trip.
-template <int D, int U>
-__device__ __forceinline__ void load_keys(KeyBlock<D, U>& kb, const floatX* k, const floatX* v, int j, int j1,
-                                          int lane) {
-    constexpr int HS = 32 * D;
+// Reloads the slot of key `pos` (if this lane's group holds it in the batch starting at j): it was clamped
+// while loading before the previous kernel wrote it.
+template <int HS>
+__device__ __forceinline__ void reload_key(KeyBlock& kb, const floatX* k, const floatX* v, int j, int pos, int lane) {
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-        int jj = min(j + u, j1 - 1);
-        load_dims<D>(kb.k[u], k + (size_t)jj * HS + lane * D);
-        load_dims<D>(kb.v[u], v + (size_t)jj * HS + lane * D);
-    }
+    for (int i = 0; i < kLoads; i++)
+        if (j + lane_key<HS>(i, lane) == pos) {
+            kb.k[i] = *reinterpret_cast<const VecX*>(lane_row<HS>(k, pos, lane));
+            kb.v[i] = *reinterpret_cast<const VecX*>(lane_row<HS>(v, pos, lane));
+        }
 }
 
-// Online-softmax update with keys j .. j+U-1 of kb, those >= j1 masked out.
-template <int D, int U>
-__device__ __forceinline__ void consume_keys(SoftmaxState<D>& st, const float (&q)[D], const KeyBlock<D, U>& kb,
-                                             int j, int j1) {
-    float s[U];
+// Online-softmax update with the batch of kb starting at key j, keys >= j1 masked out.
+template <int HS>
+__device__ __forceinline__ void consume_keys(SoftmaxState& st, const float (&q)[kVec], const KeyBlock& kb, int j,
+                                             int j1, int lane) {
+    constexpr int kLpk = Lanes<HS>::kLpk;
+    float s[kLoads];
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-        s[u] = 0.f;
+    for (int i = 0; i < kLoads; i++) {
+        float d = 0.f;
 #pragma unroll
-        for (int d = 0; d < D; d++) s[u] += q[d] * to_f(kb.k[u][d]);
+        for (int e = 0; e < kVec; e++) d += q[e] * to_f(kb.k[i].v[e]);
+#pragma unroll
+        for (int o = kLpk / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        s[i] = d;
     }
-#pragma unroll
-    for (int u = 0; u < U; u++) s[u] = warp_sum(s[u]);
     float mx = st.m;
 #pragma unroll
-    for (int u = 0; u < U; u++)
-        if (j + u < j1) mx = fmaxf(mx, s[u]);
-    float corr = __expf(st.m - mx);
+    for (int i = 0; i < kLoads; i++)
+        if (j + lane_key<HS>(i, lane) < j1) mx = fmaxf(mx, s[i]);
+#pragma unroll
+    for (int o = kLpk; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));  // across groups
+    const float corr = __expf(st.m - mx);
     st.l *= corr;
 #pragma unroll
-    for (int d = 0; d < D; d++) st.acc[d] *= corr;
+    for (int e = 0; e < kVec; e++) st.acc[e] *= corr;
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-        if (j + u < j1) {
-            float p = __expf(s[u] - mx);
+    for (int i = 0; i < kLoads; i++) {
+        if (j + lane_key<HS>(i, lane) < j1) {
+            const float p = __expf(s[i] - mx);
             st.l += p;
 #pragma unroll
-            for (int d = 0; d < D; d++) st.acc[d] += p * to_f(kb.v[u][d]);
+            for (int e = 0; e < kVec; e++) st.acc[e] += p * to_f(kb.v[i].v[e]);
         }
     }
     st.m = mx;
 }
 
-// Keys j in [j0, j1) of one (b, h), 8 keys per memory round trip.
-template <int D>
-__device__ __forceinline__ void attend_range(SoftmaxState<D>& st, const float (&q)[D], const floatX* k,
-                                             const floatX* v, int j0, int j1, int lane) {
-    constexpr int U = 8;
-    for (int j = j0; j < j1; j += U) {
-        KeyBlock<D, U> kb;
-        load_keys<D, U>(kb, k, v, j, j1, lane);
-        consume_keys<D, U>(st, q, kb, j, j1);
+// Adds the key groups up: afterwards every lane holds the warp's normaliser and lane l the output dims
+// (l % kLpk) * kVec .. + kVec - 1.
+template <int HS>
+__device__ __forceinline__ void warp_finish(SoftmaxState& st) {
+#pragma unroll
+    for (int o = Lanes<HS>::kLpk; o < 32; o <<= 1) {
+        st.l += __shfl_xor_sync(0xffffffffu, st.l, o);
+#pragma unroll
+        for (int e = 0; e < kVec; e++) st.acc[e] += __shfl_xor_sync(0xffffffffu, st.acc[e], o);
     }
 }
 
-template <int D>
-__device__ __forceinline__ void load_query(float (&q)[D], const floatX* qkv, int row, int h, int C, int lane) {
-    const float scale = rsqrtf((float)(32 * D));
-    const floatX* qr = qkv + (size_t)row * 3 * C + h * 32 * D + lane * D;
-#pragma unroll
-    for (int d = 0; d < D; d++) q[d] = to_f(qr[d]) * scale;
+// Keys j in [j0, j1) of one (b, h), kLoads * kKpl keys per memory round trip.
+template <int HS>
+__device__ __forceinline__ void attend_range(SoftmaxState& st, const float (&q)[kVec], const floatX* k,
+                                             const floatX* v, int j0, int j1, int lane) {
+    for (int j = j0; j < j1; j += kLoads * Lanes<HS>::kKpl) {
+        KeyBlock kb;
+        load_keys<HS>(kb, k, v, j, j1, lane);
+        consume_keys<HS>(st, q, kb, j, j1, lane);
+    }
 }
 
-template <int D>
+// The lane's kVec query dims, scaled by 1/sqrt(HS).
+template <int HS>
+__device__ __forceinline__ void load_query(float (&q)[kVec], const floatX* qkv, int row, int h, int C, int lane) {
+    const float scale = rsqrtf((float)HS);
+    const VecX qv = *reinterpret_cast<const VecX*>(lane_row<HS>(qkv + (size_t)row * 3 * C + h * HS, 0, lane));
+#pragma unroll
+    for (int e = 0; e < kVec; e++) q[e] = to_f(qv.v[e]) * scale;
+}
+
+// Lanes < kLpk write their kVec output dims: acc / l.
+template <int HS>
+__device__ __forceinline__ void store_out(floatX* o, const float (&acc)[kVec], float l, int lane) {
+    if (lane >= Lanes<HS>::kLpk) return;
+    VecX r;
+#pragma unroll
+    for (int e = 0; e < kVec; e++) r.v[e] = from_f<floatX>(acc[e] / l);
+    *reinterpret_cast<VecX*>(o + lane * kVec) = r;
+}
+
+template <int HS>
 __global__ void attention_kernel(floatX* out, const floatX* qkv, const floatX* kc, const floatX* vc, const int* d_pos,
                                  int B, int T, int NH, int maxT) {
-    constexpr int HS = 32 * D;
     int w = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (w >= B * NH * T) return;
     int i = w % T, h = (w / T) % NH, b = w / (T * NH), C = NH * HS;
     int row = b * T + i;
-    float q[D];
-    load_query<D>(q, qkv, row, h, C, lane);
+    float q[kVec];
+    load_query<HS>(q, qkv, row, h, C, lane);
     size_t head = ((size_t)b * NH + h) * maxT * HS;
-    SoftmaxState<D> st;
-    attend_range<D>(st, q, kc + head, vc + head, 0, *d_pos + i + 1, lane);
-    floatX* o = out + (size_t)row * C + h * HS + lane * D;
-#pragma unroll
-    for (int d = 0; d < D; d++) o[d] = from_f<floatX>(st.acc[d] / st.l);
+    SoftmaxState st;
+    attend_range<HS>(st, q, kc + head, vc + head, 0, *d_pos + i + 1, lane);
+    warp_finish<HS>(st);
+    store_out<HS>(out + (size_t)row * C + h * HS, st.acc, st.l, lane);
 }
 
-// Split decode: a work item (split, h, b) of kSplitWarps warps covers keys [split*kKeysPerSplit, ...), each
-// warp a slice; it writes its partial (max, normaliser, output) and the last item of a head to finish
-// (counted with an atomic ticket, reset after use so graph replays start from zero) merges them all. Only the
-// splits that hold keys at this position are items; the grid (sized for the GPU, fixed for graph capture)
-// loops over them.
-constexpr int kKeysPerSplit = 64, kSplitWarps = 4;
+// Split decode: a work item (split, h, b) is one block of kSplitWarps warps over a contiguous span of keys, each
+// warp a slice of it, walked kLoads * kKpl keys per memory round trip. The span adapts to the position and the
+// grid (sized for the GPU, fixed for graph capture): each head gets as many splits as the grid has blocks per
+// head, but no split has fewer than kMinSplitKeys keys. A head with one split (large B: the grid has a block
+// per head and row) is merged in shared memory and written directly; otherwise each item writes its partial
+// (max, normaliser, output) and the last item of the head to finish (atomic ticket, reset after use so graph
+// replays start from zero) merges them. When there are more items than blocks the grid loops.
+constexpr int kMinSplitKeys = 64, kSplitWarps = 8;
 
-template <int D>
+template <int HS>
 __global__ void __launch_bounds__(kSplitWarps * 32)
     attention_split_kernel(floatX* out, float* part, int* tickets, const floatX* qkv, const floatX* kc,
-                           const floatX* vc, const int* d_pos, int B, int NH, int maxT, int nsplit) {
-    constexpr int HS = 32 * D;
-    constexpr int per_warp = kKeysPerSplit / kSplitWarps;
+                           const floatX* vc, const int* d_pos, int B, int NH, int maxT) {
+    constexpr int kBatch = kLoads * Lanes<HS>::kKpl, kLpk = Lanes<HS>::kLpk;
     const int C = NH * HS, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     // Before waiting for the QKV kernel: the position (set by the previous step) and the cached keys before
-    // it (written by earlier steps) do not depend on it, so the first item's loads overlap its tail. Only
-    // the query and the key/value at pos come from the kernel just before.
+    // it (written by earlier steps) do not depend on it, so the first batch of the first item loads during its
+    // tail. Only the query and the key/value at pos come from the kernel just before.
     const int pos = *d_pos, len = pos + 1;
-    const int used = min(nsplit, (len + kKeysPerSplit - 1) / kKeysPerSplit);
+    const int per_head = max(1, (int)gridDim.x / (B * NH));
+    const int want = min(per_head, (len + kMinSplitKeys - 1) / kMinSplitKeys);
+    const int span = (len + want - 1) / want;                  // keys per split
+    const int used = (len + span - 1) / span;                  // <= want <= ceil(maxT / kMinSplitKeys)
+    const int wspan = (span + kSplitWarps - 1) / kSplitWarps;  // keys per warp
     const int items = used * NH * B;
     struct Item {
-        int split, h, b, w0, w1, old_end;
+        int split, h, b, w0, w1;
         const floatX *kh, *vh;
     };
     auto item = [&](int it) {
@@ -172,20 +214,21 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
         x.split = it % used;
         x.h = (it / used) % NH;
         x.b = it / (used * NH);
-        const int j0 = x.split * kKeysPerSplit, j1 = min(len, j0 + kKeysPerSplit);
-        x.w0 = j0 + warp * per_warp;
-        x.w1 = min(j1, x.w0 + per_warp);
-        x.old_end = min(x.w1, pos);  // keys [w0, old_end) are in the cache already
+        const int j1 = min(len, (x.split + 1) * span);
+        x.w0 = x.split * span + warp * wspan;
+        x.w1 = min(j1, x.w0 + wspan);
         const size_t head = ((size_t)x.b * NH + x.h) * maxT * HS;
         x.kh = kc + head;
         x.vh = vc + head;
         return x;
     };
-    KeyBlock<D, per_warp> kb;
+    KeyBlock kb;
     int it = blockIdx.x;
+    int pre_end = 0;  // the first batch's keys [w0, pre_end) are in flight (all before pos)
     if (it < items) {
         Item x = item(it);
-        if (x.w0 < x.old_end) load_keys<D, per_warp>(kb, x.kh, x.vh, x.w0, x.old_end, lane);
+        pre_end = min(min(x.w1, x.w0 + kBatch), pos);
+        if (x.w0 < pre_end) load_keys<HS>(kb, x.kh, x.vh, x.w0, pre_end, lane);
     }
     pdl_wait();
     pdl_launch_dependents();
@@ -193,105 +236,111 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     __shared__ int ticket;
     for (bool first = true; it < items; it += gridDim.x, first = false) {
         const Item x = item(it);
-        if (!first && x.w0 < x.old_end) load_keys<D, per_warp>(kb, x.kh, x.vh, x.w0, x.old_end, lane);
-        float q[D];
-        load_query<D>(q, qkv, x.b, x.h, C, lane);
-        SoftmaxState<D> st;
-        if (x.w0 < x.w1) {
-#pragma unroll
-            for (int u = 0; u < per_warp; u++)  // the new key, if it falls in this warp's slice
-                if (x.w0 + u == pos) {
-                    load_dims<D>(kb.k[u], x.kh + (size_t)pos * HS + lane * D);
-                    load_dims<D>(kb.v[u], x.vh + (size_t)pos * HS + lane * D);
-                }
-            consume_keys<D, per_warp>(st, q, kb, x.w0, x.w1);
+        float q[kVec];
+        load_query<HS>(q, qkv, x.b, x.h, C, lane);
+        SoftmaxState st;
+        for (int j = x.w0; j < x.w1; j += kBatch) {
+            const int jb = min(x.w1, j + kBatch);
+            if (first && j == x.w0 && x.w0 < pre_end) {
+                if (pos < jb) reload_key<HS>(kb, x.kh, x.vh, j, pos, lane);  // the new key, in the prefetched batch
+            } else {
+                load_keys<HS>(kb, x.kh, x.vh, j, jb, lane);
+            }
+            consume_keys<HS>(st, q, kb, j, jb, lane);
         }
+        warp_finish<HS>(st);
         // merge the warps through shared memory
         if (lane == 0) {
             sm_m[warp] = st.m;
             sm_l[warp] = st.l;
         }
+        if (lane < kLpk)
 #pragma unroll
-        for (int d = 0; d < D; d++) sm_acc[warp][lane * D + d] = st.acc[d];
+            for (int e = 0; e < kVec; e++) sm_acc[warp][lane * kVec + e] = st.acc[e];
         __syncthreads();
         const int bh = x.b * NH + x.h;
-        float* base = part + (size_t)bh * nsplit * (HS + 2);
+        float* base = part + (size_t)bh * ((maxT + kMinSplitKeys - 1) / kMinSplitKeys) * (HS + 2);
         if (warp == 0) {
             float m = -FLT_MAX;
             for (int w = 0; w < kSplitWarps; w++) m = fmaxf(m, sm_m[w]);
-            float l = 0.f, acc[D] = {};
+            float l = 0.f, acc[kVec] = {};
             for (int w = 0; w < kSplitWarps; w++) {
-                float c = sm_l[w] > 0.f ? __expf(sm_m[w] - m) : 0.f;
+                const float c = sm_l[w] > 0.f ? __expf(sm_m[w] - m) : 0.f;
                 l += sm_l[w] * c;
+                if (lane < kLpk)
 #pragma unroll
-                for (int d = 0; d < D; d++) acc[d] += sm_acc[w][lane * D + d] * c;
+                    for (int e = 0; e < kVec; e++) acc[e] += sm_acc[w][lane * kVec + e] * c;
             }
-            float* dst = base + x.split * (HS + 2);
-            if (lane == 0) {
-                dst[0] = m;
-                dst[1] = l;
-            }
+            if (used == 1) {  // the head's only split: done
+                store_out<HS>(out + (size_t)x.b * C + x.h * HS, acc, l, lane);
+            } else {
+                float* dst = base + x.split * (HS + 2);
+                if (lane == 0) {
+                    dst[0] = m;
+                    dst[1] = l;
+                }
+                if (lane < kLpk)
 #pragma unroll
-            for (int d = 0; d < D; d++) dst[2 + lane * D + d] = acc[d];
-            __threadfence();
-            __syncwarp();  // every lane's partial is visible before lane 0 takes the ticket
-            if (lane == 0) ticket = atomicAdd(&tickets[bh], 1);
+                    for (int e = 0; e < kVec; e++) dst[2 + lane * kVec + e] = acc[e];
+                __threadfence();
+                __syncwarp();  // every lane's partial is visible before lane 0 takes the ticket
+                if (lane == 0) ticket = atomicAdd(&tickets[bh], 1);
+            }
         }
         __syncthreads();
-        if (ticket == used - 1 && warp == 0) {
-            // last item of this head: merge its splits, 8 at a time with all their loads issued together (one
-            // L2 round trip per 8 splits, not one per split)
+        if (used > 1 && ticket == used - 1 && warp == 0) {
+            // last item of this head: merge its splits. Like the keys: lane group g takes splits g, g + kKpl,
+            // ... (its lanes one kVec slice of the dims each), then the groups are combined with shuffles.
             if (lane == 0) tickets[bh] = 0;
-            constexpr int kMerge = 8;
-            float m = -FLT_MAX, l = 0.f, acc[D] = {};
-            for (int s0 = 0; s0 < used; s0 += kMerge) {
-                float pm[kMerge], pl[kMerge], pa[kMerge][D];
+            float m = -FLT_MAX, l = 0.f, acc[kVec] = {};
+            constexpr int kKpl = Lanes<HS>::kKpl;
+            for (int s0 = lane / kLpk; s0 < used; s0 += 2 * kKpl) {  // two splits per group per L2 round trip
+                float pm[2], pl[2], pa[2][kVec];
 #pragma unroll
-                for (int i = 0; i < kMerge; i++) {
-                    const float* p = base + min(s0 + i, used - 1) * (HS + 2);
+                for (int i = 0; i < 2; i++) {
+                    const float* p = base + min(s0 + i * kKpl, used - 1) * (HS + 2);
                     pm[i] = __ldcg(p);
-                    pl[i] = __ldcg(p + 1);
+                    pl[i] = s0 + i * kKpl < used ? __ldcg(p + 1) : 0.f;
 #pragma unroll
-                    for (int d = 0; d < D; d++) pa[i][d] = __ldcg(p + 2 + lane * D + d);
+                    for (int e = 0; e < kVec; e++) pa[i][e] = __ldcg(p + 2 + (lane % kLpk) * kVec + e);
                 }
-                float mx = m;
 #pragma unroll
-                for (int i = 0; i < kMerge; i++)
-                    if (s0 + i < used && pl[i] > 0.f) mx = fmaxf(mx, pm[i]);
-                const float r = __expf(m - mx);
-                l *= r;
+                for (int i = 0; i < 2; i++) {
+                    if (pl[i] > 0.f) {
+                        const float mx = fmaxf(m, pm[i]), r = __expf(m - mx), c = __expf(pm[i] - mx);
+                        l = l * r + pl[i] * c;
 #pragma unroll
-                for (int d = 0; d < D; d++) acc[d] *= r;
-                m = mx;
-#pragma unroll
-                for (int i = 0; i < kMerge; i++) {
-                    if (s0 + i < used && pl[i] > 0.f) {
-                        const float c = __expf(pm[i] - m);
-                        l += pl[i] * c;
-#pragma unroll
-                        for (int d = 0; d < D; d++) acc[d] += pa[i][d] * c;
+                        for (int e = 0; e < kVec; e++) acc[e] = acc[e] * r + pa[i][e] * c;
+                        m = mx;
                     }
                 }
             }
-            floatX* o = out + (size_t)x.b * C + x.h * HS + lane * D;
 #pragma unroll
-            for (int d = 0; d < D; d++) o[d] = from_f<floatX>(acc[d] / l);
+            for (int o = kLpk; o < 32; o <<= 1) {
+                const float om = __shfl_xor_sync(0xffffffffu, m, o), ol = __shfl_xor_sync(0xffffffffu, l, o);
+                const float mx = fmaxf(m, om), r = __expf(m - mx), c = __expf(om - mx);
+                l = l * r + ol * c;
+#pragma unroll
+                for (int e = 0; e < kVec; e++) acc[e] = acc[e] * r + __shfl_xor_sync(0xffffffffu, acc[e], o) * c;
+                m = mx;
+            }
+            store_out<HS>(out + (size_t)x.b * C + x.h * HS, acc, l, lane);
         }
         __syncthreads();  // shared memory and `ticket` are reused by the next item
     }
 }
 
-#define GD_HS_DISPATCH(HS, KERNEL_CALL)                                                              \
-    switch ((HS) / 32) {                                                                           \
-        case 1: { constexpr int D = 1; KERNEL_CALL; break; }                                      \
-        case 2: { constexpr int D = 2; KERNEL_CALL; break; }                                      \
-        case 3: { constexpr int D = 3; KERNEL_CALL; break; }                                      \
-        case 4: { constexpr int D = 4; KERNEL_CALL; break; }                                      \
-        default: GD_FAIL(EXIT_INPUT, "head size %d is not supported (32, 64, 96 or 128)", (HS));   \
+// Head sizes whose rows a warp covers with 16-byte loads (a power-of-two number of lanes per row).
+#define GD_HS_DISPATCH(HS_, KERNEL_CALL)                                                         \
+    switch (HS_) {                                                                             \
+        case 32: { constexpr int HS = 32; KERNEL_CALL; break; }                               \
+        case 64: { constexpr int HS = 64; KERNEL_CALL; break; }                               \
+        case 128: { constexpr int HS = 128; KERNEL_CALL; break; }                             \
+        default: GD_FAIL(EXIT_INPUT, "head size %d is not supported (32, 64 or 128)", (HS_));  \
     }
 
 static void check_hs(int HS) {
-    if (HS % 32 != 0 || HS > 128) GD_FAIL(EXIT_INPUT, "head size %d is not supported (32, 64, 96 or 128)", HS);
+    if (HS != 32 && HS != 64 && HS != 128) GD_FAIL(EXIT_INPUT, "head size %d is not supported (32, 64 or 128)", HS);
 }
 
 void attention_forward(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache, const int* d_pos,
@@ -299,33 +348,30 @@ void attention_forward(floatX* out, const floatX* qkv, const floatX* kcache, con
     check_hs(HS);
     const int warps = 4;
     int grid = ceil_div((long)B * NH * T, warps);
-    GD_HS_DISPATCH(HS, (attention_kernel<D><<<grid, warps * 32, 0, s>>>(out, qkv, kcache, vcache, d_pos, B, T, NH,
-                                                                         maxT)));
+    GD_HS_DISPATCH(HS, (attention_kernel<HS><<<grid, warps * 32, 0, s>>>(out, qkv, kcache, vcache, d_pos, B, T, NH,
+                                                                          maxT)));
     CUDA_CHECK_LAUNCH();
 }
 
 size_t attention_split_scratch(int B, int NH, int HS, int maxT) {
-    // partials, then one int ticket per head (zeroed by the caller once)
-    return (size_t)B * NH * ceil_div(maxT, kKeysPerSplit) * (HS + 2) + (size_t)B * NH;
+    // partials (at most ceil(maxT / kMinSplitKeys) splits per head), then one int ticket per head (zeroed by
+    // the caller once)
+    return (size_t)B * NH * ceil_div(maxT, kMinSplitKeys) * (HS + 2) + (size_t)B * NH;
 }
 
 void attention_decode_split(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache,
                             const int* d_pos, float* scratch, int B, int NH, int HS, int maxT, cudaStream_t s) {
     check_hs(HS);
-    int nsplit = ceil_div(maxT, kKeysPerSplit);
+    const int nsplit = ceil_div(maxT, kMinSplitKeys);
     int* tickets = reinterpret_cast<int*>(scratch + (size_t)B * NH * nsplit * (HS + 2));
     // As many blocks as can be resident at once (the items of the longest context, at most): the kernel loops.
     auto grid_for = [&](const void* kernel) {
-        int dev = 0, sms = 0, per_sm = 0;
-        CUDA_CHECK(cudaGetDevice(&dev));
-        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kSplitWarps * 32, 0));
-        return std::min((long)nsplit * NH * B, (long)sms * std::max(per_sm, 1));
+        return std::min((long)nsplit * NH * B, (long)resident_blocks(kernel, kSplitWarps * 32, 0));
     };
-    GD_HS_DISPATCH(HS, (launch_pdl(attention_split_kernel<D>,
-                                   dim3((unsigned)grid_for((const void*)attention_split_kernel<D>)),
+    GD_HS_DISPATCH(HS, (launch_pdl(attention_split_kernel<HS>,
+                                   dim3((unsigned)grid_for((const void*)attention_split_kernel<HS>)),
                                    dim3(kSplitWarps * 32), 0, s, out, scratch, tickets, qkv, kcache, vcache, d_pos, B,
-                                   NH, maxT, nsplit)));
+                                   NH, maxT)));
 }
 
 }  // namespace gd

@@ -11,7 +11,7 @@
 #include "../common/check.h"
 #include "common.cuh"
 #include "kernels.cuh"
-#include "pdl.cuh"
+#include "launch.cuh"
 
 namespace gd {
 
@@ -280,21 +280,18 @@ void launch(OutT* out, const floatX* inp, const floatX* w, int M, int N, int K, 
     auto kernel = linear_mma_kernel<NT, U, kOne, OutT>;
     size_t smem = decode_linear_smem(M, K);
     static bool configured = false;  // one instantiation, one attribute call
-    static int resident = 0;         // blocks of it that fit on the GPU at once (for the looping logits grid)
     if (!configured) {
         cudaFuncAttributes fa;
         CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
         CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         max_smem_optin() - (int)fa.sharedSizeBytes));
-        int dev = 0, sms = 0, per_sm = 0;
-        CUDA_CHECK(cudaGetDevice(&dev));
-        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
-        resident = sms * (per_sm > 0 ? per_sm : 1);
         configured = true;
     }
     const int tiles = N / kTileN;
-    const int grid = std::is_same<OutT, float>::value ? std::min(tiles, resident) : tiles;
+    // the logits product loops over its tiles on the blocks that fit on the GPU at once
+    const int grid = std::is_same<OutT, float>::value
+                         ? std::min(tiles, resident_blocks((const void*)kernel, kThreads, smem))
+                         : tiles;
     launch_pdl(kernel, dim3(grid), dim3(kThreads), smem, s, out, inp, w, M, N, K, e);
 }
 

@@ -1,6 +1,8 @@
+// Launch helpers shared by the decode kernels.
 // Programmatic dependent launch (sm_90+): a kernel launched with launch_pdl() may start while the previous
 // kernel in the stream finishes; it must call pdl_wait() in every block before it reads anything that
 // kernel wrote (and before it can exit). Older GPUs launch normally and pdl_wait() is a no-op.
+// Grids sized for the GPU: sm_count(), resident_blocks().
 #pragma once
 #include <cuda_runtime.h>
 
@@ -38,5 +40,10 @@ void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cu
     cfg.numAttrs = pdl_available() ? 1 : 0;
     CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
 }
+
+int sm_count();                   // multiprocessors of the current device (asked once)
+// Blocks of `kernel` (threads per block, dynamic shared memory) that fit on the whole GPU at once; asked once
+// per (kernel, threads, smem).
+int resident_blocks(const void* kernel, int threads, size_t smem);
 
 }  // namespace gd
