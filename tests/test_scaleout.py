@@ -201,11 +201,13 @@ def test_gpus_ctrl_c_stops_every_child(stub_engine, two_gpus, tmp_path, monkeypa
     run_sweep(small_config(batch=[1], variants=["naive"]), out, gpus=[0])
     monkeypatch.setenv("STUB_SLEEP", "30")
     monkeypatch.setenv("STUB_INTERRUPT", "kvonly:1")
+    # children other tests of this process may have left behind (their reaping is not this test's business)
+    before = set(scaleout._own_process_groups())
     t0 = time.monotonic()
     with pytest.raises(SweepInterrupted, match="0 point\\(s\\) finished in this run"):
         run_sweep(small_config(batch=[1]), out, gpus=[0, 1])
     assert time.monotonic() - t0 < 20  # the sleeping child on the other GPU was killed
-    assert scaleout._own_process_groups() == []
+    assert set(scaleout._own_process_groups()) - before == set()  # the sweep left no executable running
     assert len(records(stub_engine.record)) == 1  # nothing but the first point finished
     assert [r["variant"] for r in jsonl_rows(out / "results.jsonl")] == ["naive"]
     monkeypatch.delenv("STUB_INTERRUPT")
