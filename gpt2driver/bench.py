@@ -24,7 +24,6 @@ import json
 import math
 import socket
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from .checkpoint import (DEFAULT_MODEL_CONFIG, CheckpointError, ModelConfig, atomic_write_text,
                          read_header)
 from .runner import VARIANTS, repo_root
+from .sweep import PointRunner, _clean, _stderr, resolve_model
 
 HF_EAGER = "hf-eager"
 HF_COMPILED = "hf-compiled"
@@ -59,14 +59,6 @@ Log = Callable[[str], None]
 
 class BenchError(RuntimeError):
     """A part of the benchmark cannot run (no CUDA, no torch...)."""
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _finite(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 # ------------------------------------------------------------------------------------------------
@@ -588,8 +580,6 @@ def run_engine(points: List[Dict[str, Any]], cc: Optional[int], timeout: float,
     """The executables' rows, one point after the other (a sweep's PointRunner): failures are
     recorded in the rows and the others go on. Without ``cc`` every row fails with
     ``cc_reason``. ``on_row(row)`` is called after each row."""
-    from .sweep import PointRunner
-
     rows = []
     runner = PointRunner(cc, timeout) if cc else None
     for i, p in enumerate(points, 1):
@@ -641,7 +631,7 @@ def summarize(rows: Iterable[Dict[str, Any]], cfg: Optional[ModelConfig],
             base = best.get((peer, r["batch"]))
             ok = r.get("status") == "ok" and tps and base
             r[col] = tps / base if ok else None
-    return pd.DataFrame([{c: _finite(r.get(c)) for c in COLUMNS} for r in rows],
+    return pd.DataFrame([{c: _clean(r.get(c)) for c in COLUMNS} for r in rows],
                         columns=list(COLUMNS))
 
 
@@ -805,7 +795,6 @@ def run_bench(opts: BenchOptions, log: Log = _stderr) -> BenchResult:
     ``meta["complete"] = False``; the last write, after everything, says True. A run killed
     mid-way leaves the rows finished so far."""
     from . import build as build_mod
-    from .sweep import resolve_model
 
     points = bench_points(opts)  # ConfigError when prompt + gen exceed the model's context
     if opts.checkpoint:
