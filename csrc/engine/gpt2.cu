@@ -245,7 +245,7 @@ void Runner::attention(floatX* kc, floatX* vc, int T) {
         attention_forward(atty_, qkv_, kc, vc, d_pos_, B, T, NH, HS, maxT, stream_);
 }
 
-void Runner::forward(int T) {
+void Runner::forward(int T, bool greedy_step) {
     if (T < 1 || T > max_chunk_) GD_FAIL(EXIT_CUDA, "internal: chunk of %d tokens exceeds %d", T, max_chunk_);
     const int B = B_, C = cfg_.channels, L = cfg_.num_layers, NH = cfg_.num_heads, HS = C / NH;
     const int maxT = cfg_.max_seq_len, M = B * T;
@@ -323,7 +323,7 @@ void Runner::forward(int T) {
     if (fast) {
         DecodeEpilogue le;
         le.ln_w = w_.lnfw, le.ln_b = w_.lnfb;
-        if (fuse_argmax_) {  // greedy: argmax, token store and pos += 1 in the logits kernel
+        if (greedy_step) {  // greedy: argmax, token store and pos += 1 in the logits kernel
             le.argmax = argmax_, le.ticket = reinterpret_cast<int*>(argmax_ + B);
             le.tokens = tokens_, le.d_pos = d_pos_, le.maxT = maxT, le.V = cfg_.vocab_size;
         }
@@ -367,10 +367,8 @@ void Runner::prefill(int P, bool do_sample, const SamplingParams& sp) {
 }
 
 void Runner::record_decode(bool do_sample, const SamplingParams& sp) {
-    fuse_argmax_ = do_sample && sp.greedy && use_decode_kernels(B_);
-    forward(1);
-    const bool fused = fuse_argmax_;
-    fuse_argmax_ = false;
+    const bool fused = do_sample && sp.greedy && use_decode_kernels(B_);
+    forward(1, fused);
     if (fused) return;  // the logits kernel picked the token and advanced the position
     if (do_sample) sample(1, sp);
     advance(1);

@@ -68,7 +68,9 @@ public:
     Runner& operator=(const Runner&) = delete;
 
     // Forward of T tokens per row starting at the device position; logits of the last one into logits().
-    void forward(int T);
+    // greedy_step (decode steps on the fused path only, see record_decode): the logits kernel also picks the
+    // greedy token, stores it and advances the position.
+    void forward(int T, bool greedy_step = false);
     // Prompt of P tokens per row from position 0, in chunks of at most max_chunk tokens (so the activations stay
     // small); then the next token is sampled when asked, and the position is P.
     void prefill(int P, bool sample, const SamplingParams& sp);
@@ -103,7 +105,6 @@ private:
     floatX *x_, *ln_, *qkv_, *atty_, *fch_, *tmp_, *lnf_, *kcache_, *vcache_;
     float *logits_, *attn_scratch_;
     unsigned long long* argmax_ = nullptr;  // [B] fused greedy maxima, then one int ticket
-    bool fuse_argmax_ = false;              // set while recording a greedy decode step of the fused path
     size_t act_bytes_ = 0, kv_bytes_ = 0;
     cudaGraphExec_t graph_[2] = {nullptr, nullptr};  // [sample]
     SamplingParams graph_sp_[2];

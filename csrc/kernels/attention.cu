@@ -192,7 +192,7 @@ constexpr int kMinSplitKeys = 64, kSplitWarps = 8;
 template <int HS>
 __global__ void __launch_bounds__(kSplitWarps * 32)
     attention_split_kernel(floatX* out, float* part, int* tickets, const floatX* qkv, const floatX* kc,
-                           const floatX* vc, const int* d_pos, int B, int NH, int maxT) {
+                           const floatX* vc, const int* d_pos, int B, int NH, int maxT, int nsplit) {
     constexpr int kBatch = kLoads * Lanes<HS>::kKpl, kLpk = Lanes<HS>::kLpk;
     const int C = NH * HS, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     // Before waiting for the QKV kernel: the position (set by the previous step) and the cached keys before
@@ -202,7 +202,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     const int per_head = max(1, (int)gridDim.x / (B * NH));
     const int want = min(per_head, (len + kMinSplitKeys - 1) / kMinSplitKeys);
     const int span = (len + want - 1) / want;                  // keys per split
-    const int used = (len + span - 1) / span;                  // <= want <= ceil(maxT / kMinSplitKeys)
+    const int used = (len + span - 1) / span;                  // <= want <= nsplit
     const int wspan = (span + kSplitWarps - 1) / kSplitWarps;  // keys per warp
     const int items = used * NH * B;
     struct Item {
@@ -259,7 +259,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
             for (int e = 0; e < kVec; e++) sm_acc[warp][lane * kVec + e] = st.acc[e];
         __syncthreads();
         const int bh = x.b * NH + x.h;
-        float* base = part + (size_t)bh * ((maxT + kMinSplitKeys - 1) / kMinSplitKeys) * (HS + 2);
+        float* base = part + (size_t)bh * nsplit * (HS + 2);
         if (warp == 0) {
             float m = -FLT_MAX;
             for (int w = 0; w < kSplitWarps; w++) m = fmaxf(m, sm_m[w]);
@@ -339,13 +339,8 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
         default: GD_FAIL(EXIT_INPUT, "head size %d is not supported (32, 64 or 128)", (HS_));  \
     }
 
-static void check_hs(int HS) {
-    if (HS != 32 && HS != 64 && HS != 128) GD_FAIL(EXIT_INPUT, "head size %d is not supported (32, 64 or 128)", HS);
-}
-
 void attention_forward(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache, const int* d_pos,
                        int B, int T, int NH, int HS, int maxT, cudaStream_t s) {
-    check_hs(HS);
     const int warps = 4;
     int grid = ceil_div((long)B * NH * T, warps);
     GD_HS_DISPATCH(HS, (attention_kernel<HS><<<grid, warps * 32, 0, s>>>(out, qkv, kcache, vcache, d_pos, B, T, NH,
@@ -361,8 +356,7 @@ size_t attention_split_scratch(int B, int NH, int HS, int maxT) {
 
 void attention_decode_split(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache,
                             const int* d_pos, float* scratch, int B, int NH, int HS, int maxT, cudaStream_t s) {
-    check_hs(HS);
-    const int nsplit = ceil_div(maxT, kMinSplitKeys);
+    const int nsplit = ceil_div(maxT, kMinSplitKeys);  // splits per head at most (partials per head)
     int* tickets = reinterpret_cast<int*>(scratch + (size_t)B * NH * nsplit * (HS + 2));
     // As many blocks as can be resident at once (the items of the longest context, at most): the kernel loops.
     auto grid_for = [&](const void* kernel) {
@@ -371,7 +365,7 @@ void attention_decode_split(floatX* out, const floatX* qkv, const floatX* kcache
     GD_HS_DISPATCH(HS, (launch_pdl(attention_split_kernel<HS>,
                                    dim3((unsigned)grid_for((const void*)attention_split_kernel<HS>)),
                                    dim3(kSplitWarps * 32), 0, s, out, scratch, tickets, qkv, kcache, vcache, d_pos, B,
-                                   NH, maxT)));
+                                   NH, maxT, nsplit)));
 }
 
 }  // namespace gd

@@ -9,26 +9,17 @@ static bool g_pdl_enabled = true;
 
 void set_pdl_enabled(bool on) { g_pdl_enabled = on; }
 
-bool pdl_available() {
-    static int sm90 = -1;  // -1 = not asked yet
-    if (sm90 < 0) {
-        int dev = 0, major = 0;
-        CUDA_CHECK(cudaGetDevice(&dev));
-        CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-        sm90 = major >= 9;
-    }
-    return g_pdl_enabled && sm90;
+int device_attribute(cudaDeviceAttr attr) {
+    static std::map<int, int> known;  // attribute -> value (an executable uses one device)
+    auto it = known.find((int)attr);
+    if (it != known.end()) return it->second;
+    int dev = 0, v = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
+    return known[(int)attr] = v;
 }
 
-int sm_count() {
-    static int v = 0;
-    if (v == 0) {
-        int dev = 0;
-        CUDA_CHECK(cudaGetDevice(&dev));
-        CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
-    }
-    return v;
-}
+bool pdl_available() { return g_pdl_enabled && device_attribute(cudaDevAttrComputeCapabilityMajor) >= 9; }
 
 int resident_blocks(const void* kernel, int threads, size_t smem) {
     static std::map<std::tuple<const void*, int, size_t>, int> known;
@@ -37,7 +28,7 @@ int resident_blocks(const void* kernel, int threads, size_t smem) {
     if (it != known.end()) return it->second;
     int per_sm = 0;
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-    return known[key] = sm_count() * (per_sm > 0 ? per_sm : 1);
+    return known[key] = device_attribute(cudaDevAttrMultiProcessorCount) * (per_sm > 0 ? per_sm : 1);
 }
 
 }  // namespace gd

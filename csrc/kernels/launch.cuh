@@ -2,7 +2,7 @@
 // Programmatic dependent launch (sm_90+): a kernel launched with launch_pdl() may start while the previous
 // kernel in the stream finishes; it must call pdl_wait() in every block before it reads anything that
 // kernel wrote (and before it can exit). Older GPUs launch normally and pdl_wait() is a no-op.
-// Grids sized for the GPU: sm_count(), resident_blocks().
+// Device attributes, asked once: device_attribute(). Grids sized for the GPU: resident_blocks().
 #pragma once
 #include <cuda_runtime.h>
 
@@ -41,7 +41,7 @@ void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cu
     CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
 }
 
-int sm_count();                   // multiprocessors of the current device (asked once)
+int device_attribute(cudaDeviceAttr attr);  // of the current device, asked once per attribute (one device)
 // Blocks of `kernel` (threads per block, dynamic shared memory) that fit on the whole GPU at once; asked once
 // per (kernel, threads, smem).
 int resident_blocks(const void* kernel, int threads, size_t smem);

@@ -41,25 +41,10 @@ __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1
 #endif
 }
 
-int max_smem_optin() {
-    static int v = -1;
-    if (v < 0) {
-        int dev = 0;
-        CUDA_CHECK(cudaGetDevice(&dev));
-        CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    }
-    return v;
-}
+int max_smem_optin() { return device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin); }
 
 bool has_mma16816() {  // mma.m16n8k16 with 16-bit inputs needs sm_80
-    static int v = -1;
-    if (v < 0) {
-        int dev = 0, major = 0;
-        CUDA_CHECK(cudaGetDevice(&dev));
-        CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-        v = major >= 8;
-    }
-    return v;
+    return device_attribute(cudaDevAttrComputeCapabilityMajor) >= 8;
 }
 
 template <typename T>
