@@ -32,7 +32,9 @@ CUBLAS_LIBDIR := $(dir $(CUBLAS_LIB))
 # The wheel ships only libcublasLt.so.13: link that file by name when there is no unversioned library.
 CUBLAS_LINK := $(if $(wildcard $(CUBLAS_LIBDIR)libcublasLt.so),-lcublasLt,-l:$(notdir $(CUBLAS_LIB)))
 
-NVCC_FLAGS := -O3 -std=c++17 -lineinfo -DPRECISION_$(PRECISION) \
+# NVCC_EXTRA: more nvcc flags, e.g. a tuning constant (-DGD_MIN_SPLIT_KEYS=128) in its own BUILD_ROOT.
+NVCC_EXTRA ?=
+NVCC_FLAGS := -O3 -std=c++17 -lineinfo -DPRECISION_$(PRECISION) $(NVCC_EXTRA) \
               -gencode arch=compute_$(CC_),code=[sm_$(CC_),compute_$(CC_)] \
               -I$(CUBLAS_INC) -Xcompiler -Wall -MMD -MP
 LD_FLAGS := -L$(CUBLAS_LIBDIR) $(CUBLAS_LINK) -Xlinker -rpath -Xlinker $(abspath $(CUBLAS_LIBDIR)) -ldl

@@ -3,19 +3,23 @@
 # (.data/base.tar.gz from `git archive --format=tar.gz -o .data/base.tar.gz <base> csrc Makefile`) for the
 # detected CC; validate, memcheck + racecheck the new optimized; time base vs new (B=1,4,16, 512 new tokens,
 # median of 5) and the optimized ablations; ncu + builtin profile tables; GPU tests (GPU_TESTS=1).
-# PRECS (default "BF16 FP16 FP32") picks the precisions built; XL=1 adds base vs new on the gpt2-xl shape, B=1.
+# PRECS (default "BF16 FP16 FP32") picks the precisions built; ALTS="128 256" also times BF16 builds with
+# -DGD_MIN_SPLIT_KEYS=128 and 256; XL=1 adds base vs new on the gpt2-xl shape, B=1.
 # Logs in $OUT/logs.tgz, the timing table last.
 set -uo pipefail
 FINAL=${OUT:-/tmp/gpt2d_out}; OUT=/tmp/gpt2d_logs; mkdir -p "$OUT" "$FINAL"
 trap 'cp -r results "$OUT/" 2>/dev/null; tar czf "$FINAL/logs.tgz" -C "$OUT" .' EXIT
 export PYTHONUNBUFFERED=1 GPT2DRIVER_HOME=/tmp/gpt2d_home GPT2DRIVER_TOKENIZER=$PWD/.data/gpt2_tokenizer.bin
-rm -rf build results /tmp/base
+rm -rf build build_alt* results /tmp/base
 G="python3 -m gpt2driver"
 python3 -m pip install --no-deps --no-build-isolation -e . >"$OUT/pip.log" 2>&1 || { tail "$OUT/pip.log"; exit 1; }
 GPU_CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 SECONDS=0
 mkdir -p /tmp/base && tar xzf .data/base.tar.gz -C /tmp/base && (cd /tmp/base && make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=BF16 -j8 >"$OUT/build_base.log" 2>&1) &
 for p in ${PRECS:-BF16 FP16 FP32}; do make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=$p -j16 >"$OUT/build_$p.log" 2>&1 || { echo "build $p failed"; tail -20 "$OUT/build_$p.log"; exit 1; }; done
+for a in ${ALTS:-}; do  # the working tree with -DGD_MIN_SPLIT_KEYS=$a, BF16 only
+  make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=BF16 BUILD_ROOT=build_alt$a NVCC_EXTRA=-DGD_MIN_SPLIT_KEYS=$a -j16 >"$OUT/build_alt$a.log" 2>&1 || { echo "build alt$a failed"; tail -20 "$OUT/build_alt$a.log"; exit 1; }
+done
 wait; echo "builds done in ${SECONDS}s"
 B=build/sm${GPU_CC}_bf16; OLD=/tmp/base/build/sm${GPU_CC}_bf16
 mkdir -p models; python3 -m gpt2driver checkpoint random --model gpt2 --dtype bf16 --seed 0 models/gpt2_bf16.bin >/dev/null
@@ -37,6 +41,11 @@ tm() { local label=$1; shift; "$@" -e $M -g 512 --warmup 1 --repeat 5 -q > "$OUT
 for b in 1 4 16; do
   tm base_b$b $OLD/optimized -b $b
   tm new_b$b $B/optimized -b $b
+done
+for a in ${ALTS:-}; do
+  A=build_alt$a/sm${GPU_CC}_bf16
+  $A/validate -e $M -b 1 -g 300 --prompt-len 7 -q > "$OUT/validate_alt$a.txt" 2>&1; echo "validate alt$a B=1 rc=$?"
+  for b in 1 4 16; do tm alt${a}_b$b $A/optimized -b $b; done
 done
 tm new_b1_nopdl $B/optimized -b 1 --no-pdl
 tm new_b1_nograph $B/optimized -b 1 --no-graph

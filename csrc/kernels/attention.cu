@@ -85,6 +85,20 @@ __device__ __forceinline__ void reload_key(KeyBlock& kb, const floatX* k, const 
         }
 }
 
+// Asks L2 for cache rows [j0, j1) of K and V (one 128-byte line at a time), without waiting for them.
+template <int HS>
+__device__ __forceinline__ void prefetch_rows_l2(const floatX* k, const floatX* v, int j0, int j1, int lane) {
+    constexpr int kRowBytes = HS * (int)sizeof(floatX);
+    for (int r = j0 + lane; r < j1; r += 32)
+#pragma unroll
+        for (int c = 0; c < kRowBytes; c += 128) {
+            const char* kr = reinterpret_cast<const char*>(k + (size_t)r * HS) + c;
+            const char* vr = reinterpret_cast<const char*>(v + (size_t)r * HS) + c;
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(kr));
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(vr));
+        }
+}
+
 // Online-softmax update with the batch of kb starting at key j, keys >= j1 masked out.
 template <int HS>
 __device__ __forceinline__ void consume_keys(SoftmaxState& st, const float (&q)[kVec], const KeyBlock& kb, int j,
@@ -187,7 +201,10 @@ __global__ void attention_kernel(floatX* out, const floatX* qkv, const floatX* k
 // per head and row) is merged in shared memory and written directly; otherwise each item writes its partial
 // (max, normaliser, output) and the last item of the head to finish (atomic ticket, reset after use so graph
 // replays start from zero) merges them. When there are more items than blocks the grid loops.
-constexpr int kMinSplitKeys = 64, kSplitWarps = 8;
+#ifndef GD_MIN_SPLIT_KEYS
+#define GD_MIN_SPLIT_KEYS 128
+#endif
+constexpr int kMinSplitKeys = GD_MIN_SPLIT_KEYS, kSplitWarps = 8;
 
 template <int HS>
 __global__ void __launch_bounds__(kSplitWarps * 32)
@@ -197,7 +214,8 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     const int C = NH * HS, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     // Before waiting for the QKV kernel: the position (set by the previous step) and the cached keys before
     // it (written by earlier steps) do not depend on it, so the first batch of the first item loads during its
-    // tail. Only the query and the key/value at pos come from the kernel just before.
+    // tail, and the rest of the item's keys before pos are fetched into L2. Only the query and the key/value at
+    // pos come from the kernel just before.
     const int pos = *d_pos, len = pos + 1;
     const int per_head = max(1, (int)gridDim.x / (B * NH));
     const int want = min(per_head, (len + kMinSplitKeys - 1) / kMinSplitKeys);
@@ -229,6 +247,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
         Item x = item(it);
         pre_end = min(min(x.w1, x.w0 + kBatch), pos);
         if (x.w0 < pre_end) load_keys<HS>(kb, x.kh, x.vh, x.w0, pre_end, lane);
+        prefetch_rows_l2<HS>(x.kh, x.vh, max(pre_end, x.w0), min(x.w1, pos), lane);
     }
     pdl_wait();
     pdl_launch_dependents();
