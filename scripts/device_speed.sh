@@ -3,8 +3,8 @@
 # (.data/base.tar.gz from `git archive --format=tar.gz -o .data/base.tar.gz <base> csrc Makefile`) for the
 # detected CC; validate, memcheck + racecheck the new optimized; time base vs new (B=1,4,16, 512 new tokens,
 # median of 5) and the optimized ablations; ncu + builtin profile tables; GPU tests (GPU_TESTS=1).
-# PRECS (default "BF16 FP16 FP32") picks the precisions built; ALTS="128 256" also times BF16 builds with
-# -DGD_MIN_SPLIT_KEYS=128 and 256; XL=1 adds base vs new on the gpt2-xl shape, B=1.
+# PRECS (default "BF16 FP16 FP32") picks the precisions built; ALTS="name=-DMACRO=value ..." also times BF16
+# builds of the working tree with those nvcc defines (NVCC_EXTRA); NEW_FLAGS="--flag ..." times new with each; XL=1 adds base vs new on the gpt2-xl shape, B=1.
 # Logs in $OUT/logs.tgz, the timing table last.
 set -uo pipefail
 FINAL=${OUT:-/tmp/gpt2d_out}; OUT=/tmp/gpt2d_logs; mkdir -p "$OUT" "$FINAL"
@@ -17,15 +17,16 @@ GPU_CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr
 SECONDS=0
 mkdir -p /tmp/base && tar xzf .data/base.tar.gz -C /tmp/base && (cd /tmp/base && make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=BF16 -j8 >"$OUT/build_base.log" 2>&1) &
 for p in ${PRECS:-BF16 FP16 FP32}; do make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=$p -j16 >"$OUT/build_$p.log" 2>&1 || { echo "build $p failed"; tail -20 "$OUT/build_$p.log"; exit 1; }; done
-for a in ${ALTS:-}; do  # the working tree with -DGD_MIN_SPLIT_KEYS=$a, BF16 only
-  make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=BF16 BUILD_ROOT=build_alt$a NVCC_EXTRA=-DGD_MIN_SPLIT_KEYS=$a -j16 >"$OUT/build_alt$a.log" 2>&1 || { echo "build alt$a failed"; tail -20 "$OUT/build_alt$a.log"; exit 1; }
+for pair in ${ALTS:-}; do  # the working tree with extra nvcc defines, BF16 only
+  a=${pair%%=*}
+  make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=BF16 BUILD_ROOT=build_alt$a NVCC_EXTRA="${pair#*=}" -j16 >"$OUT/build_alt$a.log" 2>&1 || { echo "build alt$a failed"; tail -20 "$OUT/build_alt$a.log"; exit 1; }
 done
 wait; echo "builds done in ${SECONDS}s"
 B=build/sm${GPU_CC}_bf16; OLD=/tmp/base/build/sm${GPU_CC}_bf16
 mkdir -p models; python3 -m gpt2driver checkpoint random --model gpt2 --dtype bf16 --seed 0 models/gpt2_bf16.bin >/dev/null
 M=models/gpt2_bf16.bin
-$B/validate -e $M -b 3 -g 64 --prompt-len 7 -q > "$OUT/validate.txt" 2>&1; echo "validate B=3 rc=$? $(grep -o 'vsummary.*' "$OUT/validate.txt" | head -2 | cut -c1-150)"
-$B/validate -e $M -b 16 -g 32 --prompt-len 100 -q > "$OUT/validate16.txt" 2>&1; echo "validate B=16 rc=$?"
+timeout 90 $B/validate -e $M -b 3 -g 64 --prompt-len 7 -q > "$OUT/validate.txt" 2>&1; echo "validate B=3 rc=$? $(grep -o 'vsummary.*' "$OUT/validate.txt" | head -2 | cut -c1-150)"
+timeout 90 $B/validate -e $M -b 16 -g 32 --prompt-len 100 -q > "$OUT/validate16.txt" 2>&1; echo "validate B=16 rc=$?"
 for b in 1 16; do
   timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 $B/optimized -e $M -b $b -g 8 --prompt-len 70 --warmup 0 -q > "$OUT/memcheck_b$b.txt" 2>&1; echo "memcheck optimized B=$b rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_b$b.txt")"
 done
@@ -37,16 +38,17 @@ for b in 1 16; do
   cmp -s "$OUT/tok_old_b$b.txt" "$OUT/tok_new_b$b.txt" && echo "B=$b greedy tokens base == new ($(wc -l < "$OUT/tok_new_b$b.txt") rows)" || echo "B=$b greedy tokens DIFFER base vs new"
 done
 T="$OUT/timing.txt"; : > "$T"
-tm() { local label=$1; shift; "$@" -e $M -g 512 --warmup 1 --repeat 5 -q > "$OUT/t_$label.txt" 2>&1; echo "$label $(grep -o 'step_ms=[0-9.e+-]* tokens_per_s=[0-9.e+]*' "$OUT/t_$label.txt" | tail -1)" | tee -a "$T"; }
+tm() { local label=$1; shift; timeout 90 "$@" -e $M -g 512 --warmup 1 --repeat 5 -q > "$OUT/t_$label.txt" 2>&1; echo "$label $(grep -o 'step_ms=[0-9.e+-]* tokens_per_s=[0-9.e+]*' "$OUT/t_$label.txt" | tail -1)" | tee -a "$T"; }
 for b in 1 4 16; do
   tm base_b$b $OLD/optimized -b $b
   tm new_b$b $B/optimized -b $b
 done
-for a in ${ALTS:-}; do
-  A=build_alt$a/sm${GPU_CC}_bf16
-  $A/validate -e $M -b 1 -g 300 --prompt-len 7 -q > "$OUT/validate_alt$a.txt" 2>&1; echo "validate alt$a B=1 rc=$?"
+for pair in ${ALTS:-}; do
+  a=${pair%%=*}; A=build_alt$a/sm${GPU_CC}_bf16
+  timeout 90 $A/validate -e $M -b 1 -g 300 --prompt-len 7 -q > "$OUT/validate_alt$a.txt" 2>&1; echo "validate alt$a B=1 rc=$?"
   for b in 1 4 16; do tm alt${a}_b$b $A/optimized -b $b; done
 done
+for f in ${NEW_FLAGS:-}; do for b in 1 4 16; do tm new_b${b}_${f#--} $B/optimized -b $b $f; done; done
 tm new_b1_nopdl $B/optimized -b 1 --no-pdl
 tm new_b1_nograph $B/optimized -b 1 --no-graph
 tm new_b1_nofused $B/optimized -b 1 --no-fused

@@ -124,7 +124,7 @@ def test_rebuild_is_a_no_op(builds, build_root):
 # The executables' command line, without a GPU
 # ------------------------------------------------------------------------------------------------
 
-EXTRA_HELP = {"optimized": ["--no-graph", "--no-gemv", "--no-fused", "--no-split-attn"],
+EXTRA_HELP = {"optimized": ["--no-graph", "--no-gemv", "--no-fused", "--no-split-attn", "--one-layer-weights"],
               "validate": ["--variants", "--max-abs", "--max-rmse", "--min-match"],
               "profile": ["--variant", "--steps", "--builtin"]}
 

@@ -23,6 +23,7 @@ int generate_main(Program program, int argc, char** argv) {
     Variant v = program == Program::Naive    ? variant_naive()
                 : program == Program::KVOnly ? variant_kvonly()
                                              : variant_optimized(a.use_graph, a.use_gemv, a.use_fused, a.use_split_attn);
+    v.one_layer_weights = a.one_layer_weights;
     set_pdl_enabled(a.use_pdl);
     const int P = (int)s.prompt.size();
     // naive recomputes up to P+gen-1 positions; the cached variants prefill in chunks.

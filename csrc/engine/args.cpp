@@ -77,7 +77,10 @@ void usage(Program p) {
                "       --no-gemv           cuBLAS instead of the small-batch matrix-vector kernels\n"
                "       --no-fused          separate LayerNorm / bias / GELU / residual / KV-store / argmax kernels\n"
                "       --no-split-attn     one block per head for decode attention\n"
-               "       --no-pdl            no programmatic dependent launch (sm_90)\n");
+               "       --no-pdl            no programmatic dependent launch (sm_90)\n"
+               "       --one-layer-weights diagnostic: every layer reads layer 0's weights, which then stay in\n"
+               "                           L2 (the outputs are not the model's): the step without streaming\n"
+               "                           the layers' weights from DRAM\n");
     if (p == Program::Validate)
         printf("       --variants LIST     cached variants to check                  [kvonly,optimized]\n"
                "       --max-abs F         max |logit difference| allowed           [by precision]\n"
@@ -186,6 +189,7 @@ Args parse_args(Program program, int argc, char** argv) {
         else if (program == Program::Optimized && f == "--no-fused") a.use_fused = false;
         else if (program == Program::Optimized && f == "--no-split-attn") a.use_split_attn = false;
         else if (program == Program::Optimized && f == "--no-pdl") a.use_pdl = false;
+        else if (program == Program::Optimized && f == "--one-layer-weights") a.one_layer_weights = true;
         else if (program == Program::Validate && f == "--variants") a.variants = split_commas(val());
         else if (program == Program::Validate && f == "--max-abs") a.max_abs = parse_float("--max-abs", val());
         else if (program == Program::Validate && f == "--max-rmse") a.max_rmse = parse_float("--max-rmse", val());

@@ -18,7 +18,8 @@ struct Args {
     unsigned long long seed = 1337;
     bool quiet = false;
     // optimized: ablation switches
-    bool use_graph = true, use_gemv = true, use_fused = true, use_split_attn = true, use_pdl = true;
+    bool use_graph = true, use_gemv = true, use_fused = true, use_split_attn = true, use_pdl = true,
+         one_layer_weights = false;
     // validate
     std::vector<std::string> variants{"kvonly", "optimized"};
     float max_abs = -1, max_rmse = -1, min_match = -1;  // < 0: precision default

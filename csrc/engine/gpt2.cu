@@ -264,11 +264,12 @@ void Runner::forward(int T, bool greedy_step) {
         }
         floatX* kc = kcache_ + (size_t)l * B * maxT * C;
         floatX* vc = vcache_ + (size_t)l * B * maxT * C;
-        const floatX *qkvw = w_.qkvw + l * 3 * CC, *qkvb = w_.qkvb + l * 3 * C;
-        const floatX *attprojw = w_.attprojw + l * CC, *attprojb = w_.attprojb + l * C;
-        const floatX *fcw = w_.fcw + l * 4 * CC, *fcb = w_.fcb + l * 4 * C;
-        const floatX *fcprojw = w_.fcprojw + l * 4 * CC, *fcprojb = w_.fcprojb + l * C;
-        const floatX *ln1w = w_.ln1w + l * C, *ln1b = w_.ln1b + l * C, *ln2w = w_.ln2w + l * C, *ln2b = w_.ln2b + l * C;
+        const int wl = v_.one_layer_weights ? 0 : l;  // the layer whose weights this layer reads
+        const floatX *qkvw = w_.qkvw + wl * 3 * CC, *qkvb = w_.qkvb + wl * 3 * C;
+        const floatX *attprojw = w_.attprojw + wl * CC, *attprojb = w_.attprojb + wl * C;
+        const floatX *fcw = w_.fcw + wl * 4 * CC, *fcb = w_.fcb + wl * 4 * C;
+        const floatX *fcprojw = w_.fcprojw + wl * 4 * CC, *fcprojb = w_.fcprojb + wl * C;
+        const floatX *ln1w = w_.ln1w + wl * C, *ln1b = w_.ln1b + wl * C, *ln2w = w_.ln2w + wl * C, *ln2b = w_.ln2b + wl * C;
         if (fast) {
             DecodeEpilogue qe;
             qe.bias = qkvb, qe.ln_w = ln1w, qe.ln_b = ln1b, qe.kcache = kc, qe.vcache = vc, qe.d_pos = d_pos_;

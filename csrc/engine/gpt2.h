@@ -19,6 +19,7 @@ struct Variant {
     bool gemv = false;       // small-batch matrix-vector kernels for decode
     bool fused = false;      // bias/GELU/residual in the product's epilogue
     bool split_attn = false; // decode attention split over blocks
+    bool one_layer_weights = false;  // diagnostic: every layer uses layer 0's weights (they stay in L2)
     bool graph = false;      // decode step captured once as a CUDA graph
 };
 Variant variant_naive();

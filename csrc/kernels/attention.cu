@@ -216,6 +216,8 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     // it (written by earlier steps) do not depend on it, so the first batch of the first item loads during its
     // tail, and the rest of the item's keys before pos are fetched into L2. Only the query and the key/value at
     // pos come from the kernel just before.
+    const bool early = early_trigger_for(B);
+    pdl_trigger_early(early);
     const int pos = *d_pos, len = pos + 1;
     const int per_head = max(1, (int)gridDim.x / (B * NH));
     const int want = min(per_head, (len + kMinSplitKeys - 1) / kMinSplitKeys);
@@ -250,7 +252,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
         prefetch_rows_l2<HS>(x.kh, x.vh, max(pre_end, x.w0), min(x.w1, pos), lane);
     }
     pdl_wait();
-    pdl_launch_dependents();
+    pdl_trigger_late(early);
     __shared__ float sm_m[kSplitWarps], sm_l[kSplitWarps], sm_acc[kSplitWarps][HS];
     __shared__ int ticket;
     for (bool first = true; it < items; it += gridDim.x, first = false) {

@@ -23,6 +23,17 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #endif
 }
 
+// Small batches (early_trigger_for): a decode kernel lets the next one start as soon as all its own blocks
+// run, before its wait, so the next kernel's weight loads are in flight one kernel earlier; otherwise after
+// its wait (at B = 16 the early blocks' registers cost more than they gain, docs/perf-notes.md v1.7).
+__device__ __forceinline__ void pdl_trigger_early(bool early) {
+    if (early) pdl_launch_dependents();
+}
+__device__ __forceinline__ void pdl_trigger_late(bool early) {
+    if (!early) pdl_launch_dependents();
+}
+__host__ __device__ __forceinline__ bool early_trigger_for(int rows) { return rows <= 8; }
+
 bool pdl_available();  // device is sm_90+ and PDL was not turned off (set_pdl_enabled)
 void set_pdl_enabled(bool on);
 
