@@ -4,7 +4,8 @@
 # detected CC; validate, memcheck + racecheck the new optimized; time base vs new (B=1,4,16, 512 new tokens,
 # median of 5) and the optimized ablations; ncu + builtin profile tables; GPU tests (GPU_TESTS=1).
 # PRECS (default "BF16 FP16 FP32") picks the precisions built; ALTS="name=-DMACRO=value ..." also times BF16
-# builds of the working tree with those nvcc defines (NVCC_EXTRA); NEW_FLAGS="--flag ..." times new with each; XL=1 adds base vs new on the gpt2-xl shape, B=1.
+# builds of the working tree with those nvcc defines (NVCC_EXTRA); NEW_FLAGS="--flag ..." times new with each; XL=1 adds base vs new on the gpt2-xl shape, B=1;
+# PREFILL=1 base vs new time to first token (512-token prompt, B=16) and naive B=16, validate P=300, memcheck P=600.
 # Logs in $OUT/logs.tgz, the timing table last.
 set -uo pipefail
 FINAL=${OUT:-/tmp/gpt2d_out}; OUT=/tmp/gpt2d_logs; mkdir -p "$OUT" "$FINAL"
@@ -58,6 +59,15 @@ if [ -n "${XL:-}" ]; then
   tmx() { local label=$1; shift; "$@" -e models/gpt2xl_bf16.bin -b 1 -g 512 --warmup 1 --repeat 3 -q > "$OUT/t_$label.txt" 2>&1; echo "$label $(grep -o 'step_ms=[0-9.e+-]* tokens_per_s=[0-9.e+]*' "$OUT/t_$label.txt" | tail -1)" | tee -a "$T"; }
   tmx xl_base_b1 $OLD/optimized
   tmx xl_new_b1 $B/optimized
+fi
+if [ -n "${PREFILL:-}" ]; then  # time to first token of a 512-token prompt at B=16, and naive (whole-sequence attention)
+  for v in base new; do
+    d=$B; [ $v = base ] && d=$OLD
+    timeout 120 $d/optimized -e $M -b 16 -g 16 --prompt-len 512 --warmup 1 --repeat 5 -q > "$OUT/prefill_$v.txt" 2>&1; echo "prefill512_b16_$v $(grep -o 'prefill_ms=[0-9.e+-]*' "$OUT/prefill_$v.txt" | tail -1)" | tee -a "$T"
+    timeout 120 $d/naive -e $M -b 16 -g 128 --warmup 1 --repeat 3 -q > "$OUT/naive_$v.txt" 2>&1; echo "naive_b16_g128_$v $(grep -o 'step_ms=[0-9.e+-]* tokens_per_s=[0-9.e+]*' "$OUT/naive_$v.txt" | tail -1)" | tee -a "$T"
+  done
+  timeout 120 $B/validate -e $M -b 16 -g 16 --prompt-len 300 -q > "$OUT/validate_p300.txt" 2>&1; echo "validate B=16 P=300 rc=$? $(grep -o 'vsummary.*result=[A-Z]*' "$OUT/validate_p300.txt" | cut -c1-60,140- | tr '\n' ' ')"
+  timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 $B/optimized -e $M -b 4 -g 4 --prompt-len 600 --warmup 0 -q > "$OUT/memcheck_p600.txt" 2>&1; echo "memcheck optimized P=600 B=4 rc=$? $(grep 'ERROR SUMMARY' "$OUT/memcheck_p600.txt")"
 fi
 if [ -n "${ATTN_NCU:-}" ]; then  # stall reasons, occupancy and memory of one split-attention launch at B=16
   timeout 120 ncu --kernel-name regex:attention_split --launch-skip 8 --launch-count 1 --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis $B/profile -e $M -b 16 --steps 1 --warmup 2 --prompt-len 256 -q > "$OUT/ncu_attn_b16.txt" 2>&1; echo "ncu attention B=16 rc=$?"

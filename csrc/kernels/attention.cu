@@ -194,6 +194,124 @@ __global__ void attention_kernel(floatX* out, const floatX* qkv, const floatX* k
     store_out<HS>(out + (size_t)row * C + h * HS, st.acc, st.l, lane);
 }
 
+#if !defined(PRECISION_FP32)
+// Prefill and naive (T > 1) attention on tensor cores for head size 64 (sm_80+, 16-bit builds), flash-style:
+// a block takes kPQ = 64 queries of one (row, head), each of its 4 warps 16 of them, and walks the cache keys
+// 0 .. (its last query's position) in tiles of kPK = 64 with an online softmax; nothing of size T x T is
+// stored. S = Q K^T and O += P V are mma.m16n8k16 products. K is staged in shared memory as stored
+// ([key][dim]) and V transposed ([dim][key]), so both B operands are 32-bit loads; rows are padded by 16 bytes
+// (the 8 rows g of a fragment load fall in different banks). P is rounded to 16 bits for P V, the normaliser
+// sums the fp32 values.
+constexpr int kPQ = 64, kPK = 64, kPHS = 64, kPWarps = kPQ / 16, kPLd = kPHS + 8;
+
+__global__ void __launch_bounds__(kPWarps * 32)
+    attention_prefill_kernel(floatX* out, const floatX* qkv, const floatX* kc, const floatX* vc, const int* d_pos,
+                             int T, int NH, int maxT) {
+    __shared__ __align__(16) floatX ks[kPK][kPLd];   // [key][dim]
+    __shared__ __align__(16) floatX vts[kPHS][kPLd]; // [dim][key]
+    const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kPQ;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int C = NH * kPHS, pos0 = *d_pos;
+    const size_t head = ((size_t)b * NH + h) * maxT * kPHS;
+    const floatX *kh = kc + head, *vh = vc + head;
+    const int r0 = q0 + warp * 16 + g, r1 = r0 + 8;  // this thread's two query rows of the chunk
+    const int p0 = pos0 + r0, p1 = pos0 + r1;        // their positions: keys 0 .. p are visible
+    const int last = pos0 + min(q0 + kPQ, T) - 1;    // the block's last visible key
+    uint32_t qa[kPHS / 16][4];                       // A fragments of Q, 4 steps of 16 dims
+    {
+        const floatX* qr0 = qkv + ((size_t)b * T + min(r0, T - 1)) * 3 * C + h * kPHS + 2 * t;
+        const floatX* qr1 = qkv + ((size_t)b * T + min(r1, T - 1)) * 3 * C + h * kPHS + 2 * t;
+#pragma unroll
+        for (int s = 0; s < kPHS / 16; s++) {
+            qa[s][0] = *reinterpret_cast<const uint32_t*>(qr0 + s * 16);
+            qa[s][1] = *reinterpret_cast<const uint32_t*>(qr1 + s * 16);
+            qa[s][2] = *reinterpret_cast<const uint32_t*>(qr0 + s * 16 + 8);
+            qa[s][3] = *reinterpret_cast<const uint32_t*>(qr1 + s * 16 + 8);
+        }
+    }
+    const float scale = rsqrtf((float)kPHS);
+    float o[kPHS / 8][4] = {};               // O: (row r0, dims n*8+2t, +1), (row r1, same dims)
+    float m0 = -1e30f, m1 = -1e30f, l0 = 0.f, l1 = 0.f;
+    for (int k0 = 0; k0 <= last; k0 += kPK) {
+        __syncthreads();  // the previous tile is consumed
+        for (int i = threadIdx.x; i < kPK * kPHS / kVec; i += kPWarps * 32) {
+            const int key = i / (kPHS / kVec), d = (i % (kPHS / kVec)) * kVec;
+            const size_t src = (size_t)min(k0 + key, last) * kPHS + d;  // keys past `last` are masked below
+            *reinterpret_cast<VecX*>(&ks[key][d]) = *reinterpret_cast<const VecX*>(kh + src);
+            const VecX v = *reinterpret_cast<const VecX*>(vh + src);
+#pragma unroll
+            for (int e = 0; e < kVec; e++) vts[d + e][key] = v.v[e];
+        }
+        __syncthreads();
+        float s[kPK / 8][4];
+#pragma unroll
+        for (int n = 0; n < kPK / 8; n++) {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+            for (int d = 0; d < kPHS / 16; d++) {
+                const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&ks[n * 8 + g][d * 16 + 2 * t]);
+                const uint32_t b1 = *reinterpret_cast<const uint32_t*>(&ks[n * 8 + g][d * 16 + 2 * t + 8]);
+                mma16816(s[n], qa[d][0], qa[d][1], qa[d][2], qa[d][3], b0, b1);
+            }
+        }
+        float mx0 = m0, mx1 = m1;
+#pragma unroll
+        for (int n = 0; n < kPK / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int key = k0 + n * 8 + 2 * t + e;
+                s[n][e] = key <= p0 ? s[n][e] * scale : -INFINITY;
+                s[n][2 + e] = key <= p1 ? s[n][2 + e] * scale : -INFINITY;
+                mx0 = fmaxf(mx0, s[n][e]);
+                mx1 = fmaxf(mx1, s[n][2 + e]);
+            }
+#pragma unroll
+        for (int x = 1; x < 4; x <<= 1) {  // the 4 threads of a row
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, x));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, x));
+        }
+        const float c0 = __expf(m0 - mx0), c1 = __expf(m1 - mx1);
+        m0 = mx0, m1 = mx1, l0 *= c0, l1 *= c1;
+#pragma unroll
+        for (int n = 0; n < kPHS / 8; n++) o[n][0] *= c0, o[n][1] *= c0, o[n][2] *= c1, o[n][3] *= c1;
+#pragma unroll
+        for (int n = 0; n < kPK / 8; n++) {
+            s[n][0] = __expf(s[n][0] - m0), s[n][1] = __expf(s[n][1] - m0);
+            s[n][2] = __expf(s[n][2] - m1), s[n][3] = __expf(s[n][3] - m1);
+            l0 += s[n][0] + s[n][1];
+            l1 += s[n][2] + s[n][3];
+        }
+        // P as A fragments: keys 16j .. 16j+15 are S tiles 2j (cols 2t, 2t+1) and 2j+1 (cols 2t+8, 2t+9)
+#pragma unroll
+        for (int j = 0; j < kPK / 16; j++) {
+            const uint32_t a0 = pack_x2(s[2 * j][0], s[2 * j][1]), a1 = pack_x2(s[2 * j][2], s[2 * j][3]);
+            const uint32_t a2 = pack_x2(s[2 * j + 1][0], s[2 * j + 1][1]);
+            const uint32_t a3 = pack_x2(s[2 * j + 1][2], s[2 * j + 1][3]);
+#pragma unroll
+            for (int n = 0; n < kPHS / 8; n++) {
+                const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&vts[n * 8 + g][j * 16 + 2 * t]);
+                const uint32_t b1 = *reinterpret_cast<const uint32_t*>(&vts[n * 8 + g][j * 16 + 2 * t + 8]);
+                mma16816(o[n], a0, a1, a2, a3, b0, b1);
+            }
+        }
+    }
+#pragma unroll
+    for (int x = 1; x < 4; x <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, x);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, x);
+    }
+#pragma unroll
+    for (int n = 0; n < kPHS / 8; n++) {
+        if (r0 < T)
+            *reinterpret_cast<uint32_t*>(out + ((size_t)b * T + r0) * C + h * kPHS + n * 8 + 2 * t) =
+                pack_x2(o[n][0] / l0, o[n][1] / l0);
+        if (r1 < T)
+            *reinterpret_cast<uint32_t*>(out + ((size_t)b * T + r1) * C + h * kPHS + n * 8 + 2 * t) =
+                pack_x2(o[n][2] / l1, o[n][3] / l1);
+    }
+}
+#endif
+
 // Split decode: a work item (split, h, b) is one block of kSplitWarps warps over a contiguous span of keys, each
 // warp a slice of it, walked kLoads * kKpl keys per memory round trip. The span adapts to the position and the
 // grid (sized for the GPU, fixed for graph capture): each head gets as many splits as the grid has blocks per
@@ -362,6 +480,14 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
 
 void attention_forward(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache, const int* d_pos,
                        int B, int T, int NH, int HS, int maxT, cudaStream_t s) {
+#if !defined(PRECISION_FP32)
+    if (T > 1 && HS == kPHS && has_mma16816()) {
+        attention_prefill_kernel<<<dim3(ceil_div(T, kPQ), NH, B), kPWarps * 32, 0, s>>>(out, qkv, kcache, vcache, d_pos,
+                                                                                      T, NH, maxT);
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
+#endif
     const int warps = 4;
     int grid = ceil_div((long)B * NH * T, warps);
     GD_HS_DISPATCH(HS, (attention_kernel<HS><<<grid, warps * 32, 0, s>>>(out, qkv, kcache, vcache, d_pos, B, T, NH,

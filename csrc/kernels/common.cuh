@@ -1,5 +1,7 @@
 // Small device helpers shared by the kernel files.
 #pragma once
+#include <cstdint>
+
 #include "../common/precision.h"
 
 namespace gd {
@@ -29,6 +31,38 @@ __device__ __forceinline__ int4 load_stream16(const void* p) {
                  : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
                  : "l"(p));
     return r;
+}
+
+// D += A B with mma.m16n8k16 (16-bit inputs of the build's type, fp32 accumulators): A 16 x 16 row-major
+// (a0: row g, cols 2t..2t+1; a1: row g+8; a2: row g, cols 2t+8..2t+9; a3: row g+8, cols 2t+8..), B 16 x 8
+// (b0: rows 2t..2t+1 of col g; b1: rows 2t+8..2t+9), C/D (c0, c1: row g, cols 2t, 2t+1; c2, c3: row g+8), with
+// g = lane / 4, t = lane % 4. sm_80 and newer (has_mma16816()); 16-bit builds only.
+__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    __trap();  // never launched: callers check has_mma16816()
+#else
+#if defined(PRECISION_BF16)
+#define GD_MMA_IN "bf16"
+#else
+#define GD_MMA_IN "f16"
+#endif
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." GD_MMA_IN "." GD_MMA_IN
+                 ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#undef GD_MMA_IN
+#endif
+}
+
+// Two floats as the two 16-bit halves of an mma operand register (lo in the low half).
+__device__ __forceinline__ uint32_t pack_x2(float lo, float hi) {
+#if defined(PRECISION_BF16)
+    return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
+           ((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
+#else
+    return (uint32_t)__half_as_ushort(__float2half_rn(lo)) | ((uint32_t)__half_as_ushort(__float2half_rn(hi)) << 16);
+#endif
 }
 
 inline int ceil_div(long a, long b) { return (int)((a + b - 1) / b); }

@@ -19,6 +19,8 @@ int device_attribute(cudaDeviceAttr attr) {
     return known[(int)attr] = v;
 }
 
+bool has_mma16816() { return device_attribute(cudaDevAttrComputeCapabilityMajor) >= 8; }
+
 bool pdl_available() { return g_pdl_enabled && device_attribute(cudaDevAttrComputeCapabilityMajor) >= 9; }
 
 int resident_blocks(const void* kernel, int threads, size_t smem) {

@@ -34,6 +34,7 @@ __device__ __forceinline__ void pdl_trigger_late(bool early) {
 }
 __host__ __device__ __forceinline__ bool early_trigger_for(int rows) { return rows <= 8; }
 
+bool has_mma16816();  // mma.m16n8k16 with 16-bit inputs: sm_80 and newer
 bool pdl_available();  // device is sm_90+ and PDL was not turned off (set_pdl_enabled)
 void set_pdl_enabled(bool on);
 

@@ -22,30 +22,7 @@ namespace {
 constexpr int kWarps = 8, kThreads = kWarps * 32, kTileN = 16;
 constexpr size_t kStaticSmemReserve = 1024;  // room for any static shared memory of the kernel
 
-__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-    __trap();  // never launched: decode_linear_supported() is false below sm_80
-#elif defined(PRECISION_BF16)
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#else
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#endif
-}
-
 int max_smem_optin() { return device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin); }
-
-bool has_mma16816() {  // mma.m16n8k16 with 16-bit inputs needs sm_80
-    return device_attribute(cudaDevAttrComputeCapabilityMajor) >= 8;
-}
 
 template <typename T>
 __device__ __forceinline__ void store_out(T* p, float v) { *p = from_f<T>(v); }
