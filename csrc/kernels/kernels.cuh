@@ -45,7 +45,6 @@ struct DecodeEpilogue {
     int* ticket = nullptr;
     int* tokens = nullptr;
     int V = 0;
-    bool early_trigger = false;  // set by the launcher (early_trigger_for)
 };
 size_t decode_linear_smem(int M, int K);
 bool decode_linear_supported(int M, int N, int K);

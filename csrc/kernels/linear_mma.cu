@@ -93,7 +93,8 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int ntiles = N / kTileN, steps = K / 32;
     int tile = blockIdx.x;
-    pdl_trigger_early(e.early_trigger);
+    const bool early = early_trigger_for(M);
+    pdl_trigger_early(early);
 
     // The weights do not depend on the previous kernel: issue the first group of weight loads before
     // waiting for it (with PDL this overlaps the previous kernel's tail), then keep one group in flight.
@@ -123,7 +124,7 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
     const bool owns_out = threadIdx.x < kTileN * MB && out_m < M;
     float bias_v = owns_out && e.bias ? to_f(e.bias[tile * kTileN + out_f]) : 0.f;
     pdl_wait();
-    pdl_trigger_late(e.early_trigger);
+    pdl_trigger_late(early);
     // The residual this thread adds is ready now: load it alongside the input staging.
     auto load_resid = [&](int tl) {
         const int n = tl * kTileN + out_f;
@@ -255,9 +256,7 @@ void launch(OutT* out, const floatX* inp, const floatX* w, int M, int N, int K, 
     const int grid = std::is_same<OutT, float>::value
                          ? std::min(tiles, resident_blocks((const void*)kernel, kThreads, smem))
                          : tiles;
-    DecodeEpilogue ek = e;
-    ek.early_trigger = early_trigger_for(M);
-    launch_pdl(kernel, dim3(grid), dim3(kThreads), smem, s, out, inp, w, M, N, K, ek);
+    launch_pdl(kernel, dim3(grid), dim3(kThreads), smem, s, out, inp, w, M, N, K, e);
 }
 
 template <typename OutT>
