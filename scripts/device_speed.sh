@@ -6,6 +6,7 @@
 # PRECS (default "BF16 FP16 FP32") picks the precisions built; ALTS="name=-DMACRO=value ..." also times BF16
 # builds of the working tree with those nvcc defines (NVCC_EXTRA); NEW_FLAGS="--flag ..." times new with each; XL=1 adds base vs new on the gpt2-xl shape, B=1;
 # PREFILL=1 base vs new time to first token (512-token prompt, B=16) and naive B=16, validate P=300, memcheck P=600.
+# QUICK=1 leaves out the racecheck, the greedy-token comparison, the ablations and the profiles (a short call).
 # Logs in $OUT/logs.tgz, the timing table last.
 set -uo pipefail
 FINAL=${OUT:-/tmp/gpt2d_out}; OUT=/tmp/gpt2d_logs; mkdir -p "$OUT" "$FINAL"
@@ -31,6 +32,7 @@ timeout 90 $B/validate -e $M -b 16 -g 32 --prompt-len 100 -q > "$OUT/validate16.
 for b in 1 16; do
   timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 $B/optimized -e $M -b $b -g 8 --prompt-len 70 --warmup 0 -q > "$OUT/memcheck_b$b.txt" 2>&1; echo "memcheck optimized B=$b rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_b$b.txt")"
 done
+if [ -z "${QUICK:-}" ]; then
 timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 $B/optimized -e $M -b 2 -g 3 --prompt-len 1 --warmup 0 -q > "$OUT/racecheck.txt" 2>&1; echo "racecheck optimized B=2 rc=$? $(grep -E 'SUMMARY' "$OUT/racecheck.txt")"
 # greedy tokens: new fused argmax vs the base's sample kernel, same weights and prompts
 for b in 1 16; do
@@ -38,6 +40,7 @@ for b in 1 16; do
   $B/optimized -e $M -b $b -g 200 --prompt-len 3 -q | grep '^##GPT2D 1 tokens' > "$OUT/tok_new_b$b.txt"
   cmp -s "$OUT/tok_old_b$b.txt" "$OUT/tok_new_b$b.txt" && echo "B=$b greedy tokens base == new ($(wc -l < "$OUT/tok_new_b$b.txt") rows)" || echo "B=$b greedy tokens DIFFER base vs new"
 done
+fi
 T="$OUT/timing.txt"; : > "$T"
 tm() { local label=$1; shift; timeout 90 "$@" -e $M -g 512 --warmup 1 --repeat 5 -q > "$OUT/t_$label.txt" 2>&1; echo "$label $(grep -o 'step_ms=[0-9.e+-]* tokens_per_s=[0-9.e+]*' "$OUT/t_$label.txt" | tail -1)" | tee -a "$T"; }
 for b in 1 4 16; do
@@ -50,10 +53,12 @@ for pair in ${ALTS:-}; do
   for b in 1 4 16; do tm alt${a}_b$b $A/optimized -b $b; done
 done
 for f in ${NEW_FLAGS:-}; do for b in 1 4 16; do tm new_b${b}_${f#--} $B/optimized -b $b $f; done; done
+if [ -z "${QUICK:-}" ]; then
 tm new_b1_nopdl $B/optimized -b 1 --no-pdl
 tm new_b1_nograph $B/optimized -b 1 --no-graph
 tm new_b1_nofused $B/optimized -b 1 --no-fused
 tm new_b1_nosplit $B/optimized -b 1 --no-split-attn
+fi
 if [ -n "${XL:-}" ]; then
   python3 -m gpt2driver checkpoint random --model gpt2-xl --dtype bf16 --seed 0 models/gpt2xl_bf16.bin >/dev/null
   tmx() { local label=$1; shift; "$@" -e models/gpt2xl_bf16.bin -b 1 -g 512 --warmup 1 --repeat 3 -q > "$OUT/t_$label.txt" 2>&1; echo "$label $(grep -o 'step_ms=[0-9.e+-]* tokens_per_s=[0-9.e+]*' "$OUT/t_$label.txt" | tail -1)" | tee -a "$T"; }
@@ -73,10 +78,12 @@ if [ -n "${ATTN_NCU:-}" ]; then  # stall reasons, occupancy and memory of one sp
   timeout 120 ncu --kernel-name regex:attention_split --launch-skip 8 --launch-count 1 --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis $B/profile -e $M -b 16 --steps 1 --warmup 2 --prompt-len 256 -q > "$OUT/ncu_attn_b16.txt" 2>&1; echo "ncu attention B=16 rc=$?"
   grep -E "Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Block Limit|Stall|Warp Cycles Per Issued|Theoretical Occ|Waves Per SM|Memory Throughput" "$OUT/ncu_attn_b16.txt" | head -30
 fi
+if [ -z "${QUICK:-}" ]; then
 for b in 1 16; do
   timeout 150 $G profile --tool ncu -b $b --steps 1 --warmup 4 --prompt-len 256 --top 12 >"$OUT/profile_ncu_b$b.txt" 2>&1; echo "== profile ncu B=$b rc=$?"; tail -14 "$OUT/profile_ncu_b$b.txt" | head -9
 done
 timeout 60 $G profile --tool builtin -b 1 --steps 16 >"$OUT/profile_builtin.txt" 2>&1; echo "== builtin rc=$?"; tail -14 "$OUT/profile_builtin.txt" | head -13
+fi
 if [ -n "${GPU_TESTS:-}" ]; then
   SECONDS=0; timeout ${GPU_TESTS_TIMEOUT:-270} python3 -m pytest -m gpu -q -x -p no:cacheprovider tests/test_gpu_engine.py ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} >"$OUT/pytest_gpu.txt" 2>&1; echo "pytest gpu rc=$? in ${SECONDS}s"; tail -4 "$OUT/pytest_gpu.txt"
 fi
