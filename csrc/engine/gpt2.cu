@@ -221,12 +221,12 @@ void Runner::linear(floatX* out, const floatX* inp, const floatX* w, const float
                     bool residual) {
     bool use_gemv = v_.gemv && gemv_supported(M, K);
     bool fuse_res = residual && v_.fused;
-    bool fuse_gelu = gelu && v_.fused && use_gemv;  // cuBLASLt's GELU epilogue is not used
+    bool fuse_gelu = gelu && v_.fused;  // in the gemv kernel, or cuBLASLt's epilogue when it has one
     floatX* dst = residual && !fuse_res ? tmp_ : out;
     if (use_gemv)
         gemv_forward(dst, inp, w, b, M, N, K, fuse_gelu, fuse_res, stream_);
     else
-        matmul_forward(dst, inp, w, b, M, N, K, fuse_res, stream_);
+        fuse_gelu = matmul_forward(dst, inp, w, b, M, N, K, fuse_res, fuse_gelu, stream_);
     if (gelu && !fuse_gelu) gelu_forward(dst, (size_t)M * N, stream_);
     if (residual && !fuse_res) residual_forward(out, tmp_, (size_t)M * N, stream_);
 }
@@ -245,7 +245,7 @@ void Runner::attention(floatX* kc, floatX* vc, int T) {
         attention_forward(atty_, qkv_, kc, vc, d_pos_, B, T, NH, HS, maxT, stream_);
 }
 
-void Runner::forward(int T, bool greedy_step) {
+void Runner::forward(int T, bool greedy_step, bool logits) {
     if (T < 1 || T > max_chunk_) GD_FAIL(EXIT_CUDA, "internal: chunk of %d tokens exceeds %d", T, max_chunk_);
     const int B = B_, C = cfg_.channels, L = cfg_.num_layers, NH = cfg_.num_heads, HS = C / NH;
     const int maxT = cfg_.max_seq_len, M = B * T;
@@ -321,6 +321,7 @@ void Runner::forward(int T, bool greedy_step) {
         }
         if (timer) timer->pop_range();
     }
+    if (!logits) return;  // a prefill chunk before the last: its logits are never read
     if (fast) {
         DecodeEpilogue le;
         le.ln_w = w_.lnfw, le.ln_b = w_.lnfb;
@@ -337,7 +338,9 @@ void Runner::forward(int T, bool greedy_step) {
     layernorm_forward(lnf_, x_, w_.lnfw, w_.lnfb, B, C, T, T - 1, stream_);
     stage_end();
     stage_begin("logits");
-    if (v_.gemv && gemv_supported(B, C))
+    if (v_.gemv && v_.fused && decode_linear_supported(B, cfg_.padded_vocab, C))  // the decode logits kernel (no LN)
+        decode_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, DecodeEpilogue(), stream_);
+    else if (v_.gemv && gemv_supported(B, C))
         gemv_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, stream_);
     else
         matmul_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, stream_);
@@ -360,7 +363,7 @@ void Runner::prefill(int P, bool do_sample, const SamplingParams& sp) {
     set_position(0);
     for (int done = 0; done < P;) {
         const int T = std::min(max_chunk_, P - done);
-        forward(T);
+        forward(T, false, done + T == P);
         done += T;
         if (done == P && do_sample) sample(T, sp);  // token P of each row, from the last chunk's logits
         advance(T);

@@ -70,8 +70,9 @@ public:
 
     // Forward of T tokens per row starting at the device position; logits of the last one into logits().
     // greedy_step (decode steps on the fused path only, see record_decode): the logits kernel also picks the
-    // greedy token, stores it and advances the position.
-    void forward(int T, bool greedy_step = false);
+    // greedy token, stores it and advances the position. logits = false (prefill chunks before the last): stop
+    // after the layers.
+    void forward(int T, bool greedy_step = false, bool logits = true);
     // Prompt of P tokens per row from position 0, in chunks of at most max_chunk tokens (so the activations stay
     // small); then the next token is sampled when asked, and the position is P.
     void prefill(int P, bool sample, const SamplingParams& sp);

@@ -11,22 +11,25 @@
 
 namespace gd {
 
+// One block per token row: its K and V parts (columns [C, 3C) of the QKV row) into the cache at position
+// *d_pos + t, 16 bytes per load and store (HS is a multiple of kVec, so a vector never crosses a head).
 __global__ void kv_store_kernel(floatX* kc, floatX* vc, const floatX* qkv, const int* d_pos, int T, int NH, int HS,
                                 int maxT) {
     int row = blockIdx.x;  // b*T + t
     int b = row / T, t = row % T, p = *d_pos + t, C = NH * HS;
     const floatX* src = qkv + (size_t)row * 3 * C;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    for (int c = threadIdx.x * kVec; c < C; c += blockDim.x * kVec) {
         int h = c / HS, d = c % HS;
         size_t dst = (((size_t)b * NH + h) * maxT + p) * HS + d;
-        kc[dst] = src[C + c];
-        vc[dst] = src[2 * C + c];
+        *reinterpret_cast<VecX*>(kc + dst) = *reinterpret_cast<const VecX*>(src + C + c);
+        *reinterpret_cast<VecX*>(vc + dst) = *reinterpret_cast<const VecX*>(src + 2 * C + c);
     }
 }
 
 void kv_store(floatX* kcache, floatX* vcache, const floatX* qkv, const int* d_pos, int B, int T, int NH, int HS,
               int maxT, cudaStream_t s) {
-    kv_store_kernel<<<B * T, 256, 0, s>>>(kcache, vcache, qkv, d_pos, T, NH, HS, maxT);
+    if (HS % kVec != 0) GD_FAIL(EXIT_INPUT, "head size %d is not supported (32, 64 or 128)", HS);  // as attention
+    kv_store_kernel<<<B * T, 128, 0, s>>>(kcache, vcache, qkv, d_pos, T, NH, HS, maxT);
     CUDA_CHECK_LAUNCH();
 }
 

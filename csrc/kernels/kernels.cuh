@@ -17,9 +17,10 @@ void layernorm_forward(floatX* out, const floatX* inp, const floatX* w, const fl
                        int in_stride, int in_offset, cudaStream_t s);
 
 // matmul.cu (cuBLASLt): out[M,N] (=|+=) inp[M,K] @ w[N,K]^T (+ bias[N]); fp32 accumulation, no TF32.
+// gelu: GELU (tanh) in cuBLASLt's epilogue when it has an algorithm for it; returns whether it was applied.
 void matmul_init(int device);
-void matmul_forward(floatX* out, const floatX* inp, const floatX* w, const floatX* bias, int M, int N, int K,
-                    bool accumulate, cudaStream_t s);
+bool matmul_forward(floatX* out, const floatX* inp, const floatX* w, const floatX* bias, int M, int N, int K,
+                    bool accumulate, bool gelu, cudaStream_t s);
 // logits[M,N] (fp32) = inp[M,K] @ w[N,K]^T
 void matmul_logits(float* out, const floatX* inp, const floatX* w, int M, int N, int K, cudaStream_t s);
 

@@ -29,12 +29,13 @@ struct Plan {
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c, d;
     cublasLtMatmulAlgo_t algo;
+    bool ok = false;  // cuBLASLt had an algorithm (a GELU epilogue may have none; callers then fall back)
 };
-// Key: M, N, K, has bias, accumulate, fp32 output.
-std::map<std::tuple<int, int, int, bool, bool, bool>, Plan> g_plans;
+// Key: M, N, K, has bias, accumulate, fp32 output, GELU epilogue.
+std::map<std::tuple<int, int, int, bool, bool, bool, bool>, Plan> g_plans;
 
-const Plan& get_plan(int M, int N, int K, bool bias, bool accumulate, bool f32_out) {
-    auto key = std::make_tuple(M, N, K, bias, accumulate, f32_out);
+const Plan& get_plan(int M, int N, int K, bool bias, bool accumulate, bool f32_out, bool gelu = false) {
+    auto key = std::make_tuple(M, N, K, bias, accumulate, f32_out, gelu);
     auto it = g_plans.find(key);
     if (it != g_plans.end()) return it->second;
     if (!g_handle) GD_FAIL(EXIT_CUDA, "matmul_init() was not called");
@@ -43,7 +44,9 @@ const Plan& get_plan(int M, int N, int K, bool bias, bool accumulate, bool f32_o
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    // cuBLASLt's GELU is the tanh approximation, GPT-2's (as gelu_tanh in common.cuh)
+    cublasLtEpilogue_t epi = gelu ? (bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
+                                  : (bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
     if (bias) {
         cudaDataType_t bt = GD_CUDA_R;
@@ -60,18 +63,20 @@ const Plan& get_plan(int M, int N, int K, bool bias, bool accumulate, bool f32_o
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(g_handle, p.desc, p.a, p.b, p.c, p.d, pref, 1, &res, &found));
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(g_handle, p.desc, p.a, p.b, p.c, p.d, pref, 1, &res, &found);
     cublasLtMatmulPreferenceDestroy(pref);
+    if (gelu && (st != CUBLAS_STATUS_SUCCESS || found == 0)) return g_plans.emplace(key, p).first->second;  // !ok
+    CUBLAS_CHECK(st);
     if (found == 0)
         GD_FAIL(EXIT_CUDA, "cuBLASLt has no algorithm for M=%d N=%d K=%d (bias=%d accumulate=%d) in %s", M, N, K,
                 (int)bias, (int)accumulate, GD_PRECISION_NAME);
     p.algo = res.algo;
+    p.ok = true;
     return g_plans.emplace(key, p).first->second;
 }
 
-void run(void* out, const floatX* inp, const floatX* w, const floatX* bias, int M, int N, int K, bool accumulate,
-         bool f32_out, cudaStream_t s) {
-    const Plan& p = get_plan(M, N, K, bias != nullptr, accumulate, f32_out);
+void run(const Plan& p, void* out, const floatX* inp, const floatX* w, const floatX* bias, bool accumulate,
+         cudaStream_t s) {
     if (bias)
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
@@ -87,13 +92,21 @@ void matmul_init(int /*device*/) {
     CUDA_CHECK(cudaMalloc(&g_workspace, kWorkspaceBytes));
 }
 
-void matmul_forward(floatX* out, const floatX* inp, const floatX* w, const floatX* bias, int M, int N, int K,
-                    bool accumulate, cudaStream_t s) {
-    run(out, inp, w, bias, M, N, K, accumulate, false, s);
+bool matmul_forward(floatX* out, const floatX* inp, const floatX* w, const floatX* bias, int M, int N, int K,
+                    bool accumulate, bool gelu, cudaStream_t s) {
+    if (gelu) {
+        const Plan& p = get_plan(M, N, K, bias != nullptr, accumulate, false, true);
+        if (p.ok) {
+            run(p, out, inp, w, bias, accumulate, s);
+            return true;
+        }
+    }
+    run(get_plan(M, N, K, bias != nullptr, accumulate, false), out, inp, w, bias, accumulate, s);
+    return false;
 }
 
 void matmul_logits(float* out, const floatX* inp, const floatX* w, int M, int N, int K, cudaStream_t s) {
-    run(out, inp, w, nullptr, M, N, K, false, true, s);
+    run(get_plan(M, N, K, false, false, true), out, inp, w, nullptr, false, s);
 }
 
 }  // namespace gd
