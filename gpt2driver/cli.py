@@ -551,18 +551,21 @@ NCU_ONLY = ("by", "metrics", "sections", "clock_control", "kernel_regex", "launc
 @click.option("--kernel-regex", help="ncu: profile only kernels whose name matches this regex.")
 @click.option("--launch-count", type=click.IntRange(min=1), default=None,
               help="ncu: profile at most this many kernel launches.")
+@click.option("--phase", type=click.Choice(["decode", "prefill"]), default="decode", show_default=True,
+              help="decode: the measured decode steps; prefill: the prompt's prefill (what the time "
+                   "to first token is made of; give --prompt-len; nsys and ncu only).")
 @gpu_options
 def profile(tool, variant, batch, steps, warmup, prompt_len, config_path, out_base, json_path,
             csv_path, top, copy_gbps, by, metrics, sections, clock_control, kernel_regex,
-            launch_count, precision, cc, checkpoint, timeout):
-    """Profile decode steps of the profile executable: which kernels cost what.
+            launch_count, phase, precision, cc, checkpoint, timeout):
+    """Profile decode steps (or the prefill) of the profile executable: which kernels cost what.
 
     Runs build/sm<CC>_<prec>/profile under the tool and prints, per kernel (nsys, ncu) or stage
     (builtin): calls per step, time per step, mean time per call and share of the step; with ncu
     also achieved DRAM GB/s against --copy-gbps, DRAM % of peak, occupancy and SM throughput.
-    Only the measured steps are profiled (NVTX range MEASURE in domain decode). Report files and
-    the parsed tables (table.csv, table.json, summary.txt) are kept in a results folder per
-    batch size.
+    Only the measured steps are profiled (NVTX range MEASURE in domain decode), or with --phase
+    prefill the prompt's prefill (range PREFILL). Report files and the parsed tables (table.csv,
+    table.json, summary.txt) are kept in a results folder per batch size.
     """
     from . import profiling
     from .configs import ConfigError, load_config
@@ -596,6 +599,13 @@ def profile(tool, variant, batch, steps, warmup, prompt_len, config_path, out_ba
         wrong = [n for n in NCU_ONLY if given(n)]
         if wrong:
             raise click.UsageError(f"--{wrong[0].replace('_', '-')} applies to --tool ncu only")
+    if phase == "prefill":
+        if tool == "builtin":
+            raise click.UsageError("--phase prefill needs --tool ncu or nsys (the builtin timer times "
+                                   "decode steps only)")
+        # the decode steps after the prefill are not profiled: run as few as the executable takes
+        steps = steps if given("steps") else 1
+        warmup = warmup if given("warmup") else 0
     batches = batch or (1,)
     quiet_stdout = "-" in (json_path, csv_path)
     say = _note if quiet_stdout else click.echo
@@ -611,21 +621,21 @@ def profile(tool, variant, batch, steps, warmup, prompt_len, config_path, out_ba
         for b in batches:
             args = profiling.profile_args(ckpt, variant, b, steps, warmup, prompt_len,
                                           builtin=tool == "builtin")
-            out_dir = profiling.results_dir(base, tool, variant, b)
+            out_dir = profiling.results_dir(base, tool, variant, b, phase=phase)
             binary = bin_dir / "profile"
             if tool == "builtin":
                 rep = profiling.run_builtin(binary, args, out_dir, timeout)
             elif tool == "nsys":
-                rep = profiling.run_nsys(binary, args, out_dir, timeout, exe=exe)
+                rep = profiling.run_nsys(binary, args, out_dir, timeout, exe=exe, phase=phase)
             else:
                 rep = profiling.run_ncu(binary, args, out_dir, timeout, ncu_opts, exe=exe,
-                                        steps=steps)
+                                        steps=steps, phase=phase)
             text = "\n".join([_profile_headline(rep, variant, b),
                               profiling.summarize(rep, copy_gbps, top)])
             profiling.save_report(rep, text)
             say(text)
             say(f"files: {out_dir}")
-            done.append(({"tool": tool, "variant": variant, "batch": b}, rep))
+            done.append(({"tool": tool, "variant": variant, "batch": b, "phase": phase}, rep))
         frame = profiling.combined_frame(done, copy_gbps)
         if json_path:
             _write_out(json_path, frame.to_json(orient="records", indent=2) + "\n")
@@ -638,6 +648,8 @@ def profile(tool, variant, batch, steps, warmup, prompt_len, config_path, out_ba
 def _profile_headline(rep, variant: str, batch: int) -> str:
     res = rep.result
     where = f"{variant} B={batch} on {res.config.get('device', '?')}"
+    if rep.phase == "prefill":
+        where += f", prefill of {res.config.get('prompt_len', '?')} tokens"
     p = res.profile
     if rep.tool == "builtin" and isinstance(p.get("step_ms"), (int, float)):
         tps = p.get("tokens_per_s", float("nan"))

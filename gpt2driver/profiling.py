@@ -17,8 +17,9 @@ summed kernel / stage time of a step), plus per tool: nsys ``med_us min_us max_u
 ``copy_pct`` (gbps as a percentage of a copy bandwidth).
 
 NVTX (docs/protocol.md): everything lives in the domain ``decode``; each measured decode step is a
-push/pop range ``MEASURE``. nsys writes a range as range@domain, ncu as domain@range with a trailing
-``/`` for push/pop ranges.
+push/pop range ``MEASURE``, the prompt's prefill the range ``PREFILL`` (``phase='prefill'``: the tools
+then capture that range instead). nsys writes a range as range@domain, ncu as domain@range with a
+trailing ``/`` for push/pop ranges.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ NVTX_DOMAIN = "decode"
 MEASURE_RANGE = "MEASURE"
 NSYS_CAPTURE = f"{MEASURE_RANGE}@{NVTX_DOMAIN}"        # range@domain
 NCU_NVTX_INCLUDE = f"{NVTX_DOMAIN}@{MEASURE_RANGE}/"   # domain@range, '/' = push/pop range
+PREFILL_RANGE = "PREFILL"
+PHASES = {"decode": MEASURE_RANGE, "prefill": PREFILL_RANGE}  # what is profiled -> its NVTX range
 
 # H100 80GB HBM3 device-to-device copy, read + write counted (docs/perf-notes.md).
 DEFAULT_COPY_GBPS = 3000.0
@@ -112,14 +115,15 @@ def profile_args(checkpoint: Path, variant: str = "optimized", batch: int = 1, s
 
 
 def nsys_command(binary: Path, args: Sequence[str], out: Path,
-                 range_end: str = "stop-shutdown") -> List[str]:
-    """nsys profile from the first MEASURE range (``out`` is the report path without .nsys-rep).
+                 range_end: str = "stop-shutdown", range_name: str = MEASURE_RANGE) -> List[str]:
+    """nsys profile from the first MEASURE range, or ``range_name`` (``out`` is the report path
+    without .nsys-rep).
 
     ``range_end`` stop-shutdown ends collection and the program with that range (one step);
     ``none`` would keep collecting to the end of the program (every measured step).
     """
     return ["nsys", "profile", "-t", "cuda,nvtx", "--capture-range=nvtx",
-            f"--nvtx-capture={NSYS_CAPTURE}", f"--capture-range-end={range_end}", "-o", str(out),
+            f"--nvtx-capture={range_name}@{NVTX_DOMAIN}", f"--capture-range-end={range_end}", "-o", str(out),
             "--force-overwrite", "true", str(binary), *map(str, args)]
 
 
@@ -132,13 +136,15 @@ def nsys_stats_command(report: Path, prefix: Path, legacy: bool = False) -> List
 
 def ncu_command(binary: Path, args: Sequence[str], log_file: Path, metrics: Sequence[str] = (),
                 sections: Sequence[str] = (), clock_control: Optional[str] = "none",
-                kernel_regex: Optional[str] = None, launch_count: Optional[int] = None) -> List[str]:
-    """ncu over the kernels inside MEASURE ranges, CSV with base units into ``log_file``.
+                kernel_regex: Optional[str] = None, launch_count: Optional[int] = None,
+                range_name: str = MEASURE_RANGE) -> List[str]:
+    """ncu over the kernels inside MEASURE ranges (or ``range_name``), CSV with base units into
+    ``log_file``.
 
     Without metrics or sections the default metric set is collected; the duration metric is always
     added because every table column is normalised by it.
     """
-    cmd = ["ncu", "--nvtx", "--nvtx-include", NCU_NVTX_INCLUDE]
+    cmd = ["ncu", "--nvtx", "--nvtx-include", f"{NVTX_DOMAIN}@{range_name}/"]
     if clock_control:
         cmd += ["--clock-control", clock_control]
     if kernel_regex:
@@ -300,11 +306,11 @@ def parse_nsys_nvtx_sum(text: str):
     return df.reset_index(drop=True)
 
 
-def measured_steps(ranges, default: int = 1) -> int:
-    """How many MEASURE ranges a nvtx_sum table holds (``default`` without one)."""
+def measured_steps(ranges, default: int = 1, range_name: str = MEASURE_RANGE) -> int:
+    """How many MEASURE (or ``range_name``) ranges a nvtx_sum table holds (``default`` without one)."""
     if ranges is None or len(ranges) == 0:
         return default
-    hit = ranges[ranges["name"] == MEASURE_RANGE]
+    hit = ranges[ranges["name"] == range_name]
     return int(hit["calls"].sum()) if len(hit) and hit["calls"].sum() > 0 else default
 
 
@@ -312,11 +318,12 @@ _NVTX_ENTRY = re.compile(r'"([^"]*)"')
 _LAYER = re.compile(r"^layer\d+$")
 
 
-def nvtx_stage(cell: str) -> Tuple[str, str]:
+def nvtx_stage(cell: str, range_name: str = MEASURE_RANGE) -> Tuple[str, str]:
     """(stage, layer) of an ncu NVTX cell: '1967 "decode:MEASURE:...:MEASURE" "decode:layer0:..."'.
 
     Each quoted entry is Domain:Push/Pop_Range:...; the stage is the innermost range of the decode
-    domain that is neither MEASURE nor layer<i> ('(step)' for kernels directly in the step).
+    domain that is neither MEASURE (``range_name``: the profiled range) nor layer<i> ('(step)' for
+    kernels directly in the profiled range).
     """
     stage, layer = "", ""
     for entry in _NVTX_ENTRY.findall(cell or ""):
@@ -324,7 +331,7 @@ def nvtx_stage(cell: str) -> Tuple[str, str]:
         if len(parts) < 2 or parts[0] != NVTX_DOMAIN:
             continue
         rng = parts[1]
-        if rng == MEASURE_RANGE:
+        if rng == range_name:
             stage = stage or "(step)"
         elif _LAYER.match(rng):
             layer = rng
@@ -341,7 +348,7 @@ _NCU_SCALE = {  # to ns / bytes / bytes per second; '%' and counts unchanged
 }
 
 
-def parse_ncu_csv(text: str):
+def parse_ncu_csv(text: str, range_name: str = MEASURE_RANGE):
     """An ``ncu --csv`` output (log file or stdout) -> one row per profiled kernel launch.
 
     Columns: id kernel name stage layer block grid, then one column per metric: the known ones
@@ -356,7 +363,7 @@ def parse_ncu_csv(text: str):
                   if l.lstrip().startswith('"ID",') and '"Metric Name"' in l), None)
     if start is None:
         if any(m in text for m in NCU_EMPTY_MARKERS):
-            raise ProfilingError(empty_capture_message("ncu"))
+            raise ProfilingError(empty_capture_message("ncu", range_name))
         raise ProfilingError("no ncu CSV found (expected a header line starting with \"ID\",)")
     reader = csv.reader(l for l in lines[start:] if not l.startswith(("==", "##GPT2D")))
     header = [h.strip() for h in next(reader)]
@@ -373,7 +380,7 @@ def parse_ncu_csv(text: str):
         lid = row[col["ID"]].strip()
         rec = launches.get(lid)
         if rec is None:
-            stage, layer = nvtx_stage(row[nvtx_col]) if nvtx_col is not None else ("", "")
+            stage, layer = nvtx_stage(row[nvtx_col], range_name) if nvtx_col is not None else ("", "")
             kernel = row[col["Kernel Name"]].strip()
             rec = launches[lid] = {"id": int(to_number(lid)) if lid.isdigit() else lid,
                                    "kernel": kernel, "name": short_kernel_name(kernel),
@@ -388,7 +395,7 @@ def parse_ncu_csv(text: str):
         if key not in rec or (isinstance(rec[key], float) and math.isnan(rec[key])):
             rec[key] = value
     if not launches:
-        raise ProfilingError(empty_capture_message("ncu"))
+        raise ProfilingError(empty_capture_message("ncu", range_name))
     df = pd.DataFrame.from_records(list(launches.values()))
     if "dram_bytes" not in df and {"dram_read_bytes", "dram_write_bytes"} <= set(df.columns):
         df["dram_bytes"] = df["dram_read_bytes"] + df["dram_write_bytes"]
@@ -480,22 +487,24 @@ def permission_message(tool: str) -> str:
             f"https://developer.nvidia.com/ERR_NVGPUCTRPERM, or use --tool builtin")
 
 
-def empty_capture_message(tool: str) -> str:
+def empty_capture_message(tool: str, range_name: str = MEASURE_RANGE) -> str:
     ncu = tool == "ncu"
-    where = f"--nvtx-include {NCU_NVTX_INCLUDE}" if ncu else f"--nvtx-capture={NSYS_CAPTURE}"
-    return (f"{tool} captured no kernels: the NVTX range {MEASURE_RANGE} in domain {NVTX_DOMAIN} "
-            f"was not hit ({where}); check that the profile executable runs measured steps "
-            f"(--steps >= 1, and --warmup to get past start-up)"
+    where = (f"--nvtx-include {NVTX_DOMAIN}@{range_name}/" if ncu
+             else f"--nvtx-capture={range_name}@{NVTX_DOMAIN}")
+    runs = ("runs measured steps (--steps >= 1, and --warmup to get past start-up)"
+            if range_name == MEASURE_RANGE else f"reaches its {range_name} range")
+    return (f"{tool} captured no kernels: the NVTX range {range_name} in domain {NVTX_DOMAIN} "
+            f"was not hit ({where}); check that the profile executable {runs}"
             + (" and that --kernel-regex, if given, matches a kernel" if ncu else ""))
 
 
-def diagnose(tool: str, text: str) -> Optional[str]:
+def diagnose(tool: str, text: str, range_name: str = MEASURE_RANGE) -> Optional[str]:
     """The one-line explanation of a known profiler failure in ``text``, else None."""
     if any(m in text for m in PERMISSION_MARKERS):
         return permission_message(tool)
     empty = NCU_EMPTY_MARKERS if tool == "ncu" else NSYS_EMPTY_MARKERS
     if any(m in text for m in empty):
-        return empty_capture_message(tool)
+        return empty_capture_message(tool, range_name)
     return None
 
 
@@ -525,6 +534,12 @@ class ProfileReport:
     step_us: Optional[float] = None  # wall time of one step when the tool knows it
     commands: List[List[str]] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    phase: str = "decode"  # what was profiled: decode steps, or the prompt's prefill (PHASES)
+
+    @property
+    def unit(self) -> str:
+        """What one 'step' of the table is: a decode step, or the prefill."""
+        return "prefill" if self.phase == "prefill" else "step"
 
 
 def run_tool(cmd: Sequence[str], timeout: float, exe: Optional[str] = None) -> ToolRun:
@@ -552,7 +567,7 @@ def _program_output(text: str) -> RunResult:
 
 
 def check_run(tool: str, run: ToolRun, extra_text: str = "",
-              check_returncode: bool = True) -> RunResult:
+              check_returncode: bool = True, range_name: str = MEASURE_RANGE) -> RunResult:
     """Raise the right error for a profiler run; the profiled program's result lines otherwise."""
     text = "\n".join((run.stdout, run.stderr, extra_text))
     res = _program_output(run.stdout)
@@ -565,7 +580,7 @@ def check_run(tool: str, run: ToolRun, extra_text: str = "",
         if res.errors:
             msg += f": {res.error_message}"
         raise RunError(msg, returncode=res.done, stderr_tail=_tail(run.stderr), result=res)
-    found = diagnose(tool, text)
+    found = diagnose(tool, text, range_name)
     if found:
         raise ProfilingError(found)
     if check_returncode and run.returncode != 0:
@@ -613,21 +628,24 @@ def find_stats_csv(prefix: Path, names: Sequence[str]) -> Optional[Path]:
 
 
 def run_nsys(binary: Path, args: Sequence[str], out_dir: Path, timeout: float,
-             exe: Optional[str] = None, name: str = "profile") -> ProfileReport:
-    """nsys profile + nsys stats; per-kernel and per-NVTX-range tables of the captured step(s).
+             exe: Optional[str] = None, name: str = "profile", phase: str = "decode") -> ProfileReport:
+    """nsys profile + nsys stats; per-kernel and per-NVTX-range tables of the captured step(s)
+    (``phase='prefill'``: of the prefill).
 
-    nsys ends the program after the first MEASURE range (stop-shutdown), so the program prints no
-    done line and nsys' own exit code is not trusted: the report file is what counts.
+    nsys ends the program after the first MEASURE (PREFILL) range (stop-shutdown), so the program
+    prints no done line and nsys' own exit code is not trusted: the report file is what counts.
     """
+    rng = PHASES[phase]
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / name
-    prof = _run_kept(nsys_command(binary, args, base), out_dir, "nsys_profile", timeout, exe)
+    prof = _run_kept(nsys_command(binary, args, base, range_name=rng), out_dir, "nsys_profile", timeout,
+                     exe)
     report = next((p for p in (base.with_suffix(".nsys-rep"), base.with_suffix(".qdrep"))
                    if p.exists()), None)
-    res = check_run("nsys", prof, check_returncode=report is None)
+    res = check_run("nsys", prof, check_returncode=report is None, range_name=rng)
     if report is None:
         raise ProfilingError(f"nsys wrote no report ({base}.nsys-rep): "
-                             + empty_capture_message("nsys"))
+                             + empty_capture_message("nsys", rng))
     prefix = out_dir / "stats"
     commands = [prof.cmd]
     first = None
@@ -645,7 +663,7 @@ def run_nsys(binary: Path, args: Sequence[str], out_dir: Path, timeout: float,
             break  # the legacy report names only when the current ones were refused
     if kern is None or not kern.read_text().strip():
         if first.returncode == 0 or any(m in first.stdout + first.stderr for m in NSYS_EMPTY_MARKERS):
-            raise ProfilingError(empty_capture_message("nsys"))
+            raise ProfilingError(empty_capture_message("nsys", rng))
         tail = _tail(first.stderr or first.stdout, 5).replace("\n", " | ")
         raise RunError(f"nsys stats exited with code {first.returncode}" + (f": {tail}" if tail else ""),
                        returncode=first.returncode, stderr_tail=_tail(first.stderr))
@@ -656,22 +674,22 @@ def run_nsys(binary: Path, args: Sequence[str], out_dir: Path, timeout: float,
             ranges = parse_nsys_nvtx_sum(nvtx.read_text())
         except ProfilingError:
             ranges = None
-    steps = measured_steps(ranges)
+    steps = measured_steps(ranges, range_name=rng)
     try:
         table = parse_nsys_kern_sum(kern.read_text(), steps)
     except ProfilingError:
-        raise ProfilingError(empty_capture_message("nsys")) from None
+        raise ProfilingError(empty_capture_message("nsys", rng)) from None
     if table.empty:
-        raise ProfilingError(empty_capture_message("nsys"))
+        raise ProfilingError(empty_capture_message("nsys", rng))
     notes = []
     if ranges is not None and len(ranges):
         ranges["step_us"] = ranges["total_us"] / steps
         shown = ", ".join(f"{r.name} {r.mean_us:.1f} us" for r in ranges.head(8).itertuples())
         notes.append(f"NVTX ranges, host time per call (the program does not wait for the GPU "
                      f"inside them): {shown}")
-    if steps == 1:
+    if steps == 1 and phase == "decode":
         notes.append(f"nsys captures one step: it stops at the end of the first {MEASURE_RANGE} range")
-    return ProfileReport("nsys", table, steps, out_dir, res, ranges, None, commands, notes)
+    return ProfileReport("nsys", table, steps, out_dir, res, ranges, None, commands, notes, phase)
 
 
 @dataclass
@@ -686,20 +704,22 @@ class NcuOptions:
 
 def run_ncu(binary: Path, args: Sequence[str], out_dir: Path, timeout: float,
             options: Optional[NcuOptions] = None, exe: Optional[str] = None,
-            steps: int = 1) -> ProfileReport:
-    """ncu with CSV output into ncu.csv; per-kernel (or per-stage) metrics table."""
+            steps: int = 1, phase: str = "decode") -> ProfileReport:
+    """ncu with CSV output into ncu.csv; per-kernel (or per-stage) metrics table of the measured
+    decode steps (``phase='prefill'``: of the prefill, one 'step')."""
     o = options or NcuOptions()
+    rng = PHASES[phase]
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "ncu.csv"
     cmd = ncu_command(binary, args, log, o.metrics, o.sections, o.clock_control, o.kernel_regex,
-                      o.launch_count)
+                      o.launch_count, range_name=rng)
     run = _run_kept(cmd, out_dir, "ncu", timeout, exe)
     log_text = log.read_text(errors="replace") if log.exists() else ""
-    res = check_run("ncu", run, log_text)
+    res = check_run("ncu", run, log_text, range_name=rng)
     text = log_text if '"ID"' in log_text else (run.stdout + "\n" + log_text)
-    launches = parse_ncu_csv(text)
+    launches = parse_ncu_csv(text, rng)
     launches.to_csv(out_dir / "ncu_launches.csv", index=False)
-    steps = int(res.profile.get("steps") or steps or 1)
+    steps = 1 if phase == "prefill" else int(res.profile.get("steps") or steps or 1)
     table = ncu_table(launches, steps, o.by)
     notes = []
     if o.launch_count is not None or o.kernel_regex:
@@ -707,7 +727,7 @@ def run_ncu(binary: Path, args: Sequence[str], out_dir: Path, timeout: float,
                      "only the profiled kernels")
     notes.append("ncu runs each kernel alone, caches flushed first (its default --cache-control all): "
                  "durations leave out launch gaps")
-    return ProfileReport("ncu", table, steps, out_dir, res, None, None, [cmd], notes)
+    return ProfileReport("ncu", table, steps, out_dir, res, None, None, [cmd], notes, phase)
 
 
 def run_builtin(binary: Path, args: Sequence[str], out_dir: Path, timeout: float) -> ProfileReport:
@@ -724,13 +744,16 @@ def run_builtin(binary: Path, args: Sequence[str], out_dir: Path, timeout: float
     return ProfileReport("builtin", table, steps, out_dir, res, None, step_us, [cmd])
 
 
-def results_dir(base: Path, tool: str, variant: str, batch: int, stamp: Optional[str] = None) -> Path:
-    """<base>/<tool>-<variant>-b<B>-<timestamp>/ (a -2, -3 ... suffix if it exists already)."""
+def results_dir(base: Path, tool: str, variant: str, batch: int, stamp: Optional[str] = None,
+                phase: str = "decode") -> Path:
+    """<base>/<tool>-<variant>-b<B>-<timestamp>/, <tool>-prefill-<variant>-... for the prefill
+    (a -2, -3 ... suffix if it exists already)."""
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
-    path = Path(base) / f"{tool}-{variant}-b{batch}-{stamp}"
+    what = f"{tool}-prefill" if phase == "prefill" else tool
+    path = Path(base) / f"{what}-{variant}-b{batch}-{stamp}"
     n = 2
     while path.exists():
-        path = Path(base) / f"{tool}-{variant}-b{batch}-{stamp}-{n}"
+        path = Path(base) / f"{what}-{variant}-b{batch}-{stamp}-{n}"
         n += 1
     return path
 
@@ -748,7 +771,7 @@ def save_report(report: ProfileReport, summary: str = "") -> List[Path]:
     if summary:
         written.append(d / "summary.txt")
         _write(written[-1], summary + "\n")
-    meta = {"tool": report.tool, "steps": report.steps, "step_us": report.step_us,
+    meta = {"tool": report.tool, "phase": report.phase, "steps": report.steps, "step_us": report.step_us,
             "config": report.result.config, "memory": report.result.memory,
             "profile": report.result.profile, "commands": report.commands, "notes": report.notes}
     written.append(d / "meta.json")
@@ -775,13 +798,14 @@ def _clip(text: str, width: int = 56) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def format_table(df, top: int = 10) -> str:
-    """The first ``top`` rows (0 = all) as a github-style table with the columns the tool filled."""
+def format_table(df, top: int = 10, unit: str = "step") -> str:
+    """The first ``top`` rows (0 = all) as a github-style table with the columns the tool filled
+    (``unit``: what a 'step' is in the headers, 'prefill' for the prefill)."""
     from tabulate import tabulate
 
     rows = df if not top else df.head(top)
-    cols = [("name", "name", None), ("calls_per_step", "calls/step", ".3g"),
-            ("step_us", "us/step", ".2f"), ("mean_us", "mean us", ".2f"), ("share", "share", "%")]
+    cols = [("name", "name", None), ("calls_per_step", f"calls/{unit}", ".3g"),
+            ("step_us", f"us/{unit}", ".2f"), ("mean_us", "mean us", ".2f"), ("share", "share", "%")]
     extra = [("gbps", "GB/s", ".0f"), ("copy_pct", "% of copy", ".1f"), ("dram_pct", "DRAM %", ".1f"),
              ("occupancy_pct", "occupancy %", ".1f"), ("sm_pct", "SM %", ".1f"),
              ("med_us", "median us", ".2f"), ("stages", "stages", None), ("kernels", "kernels", None)]
@@ -808,29 +832,33 @@ def summarize(report: ProfileReport, copy_gbps: float = DEFAULT_COPY_GBPS, top: 
     df = with_ceiling(report.table, copy_gbps)
     kernel_us = float(df["step_us"].sum())
     what = "stages" if report.tool == "builtin" else "kernels"
+    unit = report.unit
     lines = []
-    head = f"{report.tool}: {report.steps} measured step{'s' if report.steps != 1 else ''}, " \
-           f"{what} {kernel_us:.1f} us/step"
+    if report.phase == "prefill":
+        head = f"{report.tool}: the prefill, {what} {kernel_us:.1f} us"
+    else:
+        head = f"{report.tool}: {report.steps} measured step{'s' if report.steps != 1 else ''}, " \
+               f"{what} {kernel_us:.1f} us/step"
     if report.step_us:
         head += f", step {report.step_us:.1f} us"
     lines.append(head)
-    lines.append(format_table(df, top))
+    lines.append(format_table(df, top, unit))
     n = len(df) if not top else min(top, len(df))
     if n < len(df):
         lines.append(f"top {n} of {len(df)} {what}: {df['share'].head(n).sum() * 100:.1f}% of the "
-                     f"{what[:-1]} time of a step")
+                     f"{what[:-1]} time of {'a step' if unit == 'step' else 'the prefill'}")
     has_bytes = "gbps" in df.columns and "dram_bytes" in df.columns and df["gbps"].notna().any()
     if has_bytes:
         total_bytes = float((df["dram_bytes"] * df["calls"]).sum())
         total_ns = float(df["total_us"].sum()) * 1e3
         if total_ns > 0:
             gbps = total_bytes / total_ns
-            lines.append(f"DRAM traffic {total_bytes / max(report.steps, 1) / 1e6:.1f} MB/step at "
+            lines.append(f"DRAM traffic {total_bytes / max(report.steps, 1) / 1e6:.1f} MB/{unit} at "
                          f"{gbps:.0f} GB/s over the kernel time = {gbps / copy_gbps * 100:.1f}% of "
                          f"the copy bandwidth ({copy_gbps:.0f} GB/s)")
     weights = report.result.memory.get("weights_bytes")
     wall_us = report.step_us or (kernel_us if report.tool != "builtin" else None)
-    if isinstance(weights, (int, float)) and weights > 0 and wall_us and not has_bytes:
+    if isinstance(weights, (int, float)) and weights > 0 and wall_us and not has_bytes and unit == "step":
         gbps = weights / (wall_us * 1e3)
         basis = "step time" if report.step_us else "kernel time"
         lines.append(f"weights ({weights / 1e6:.0f} MB, read once a step) / {basis}: at least "

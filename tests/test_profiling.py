@@ -144,6 +144,18 @@ def test_ncu_command_defaults():
     assert "--kernel-name" not in cmd and "--launch-count" not in cmd and "--section" not in cmd
 
 
+def test_prefill_phase_commands():
+    """--phase prefill: the tools capture the PREFILL range instead of MEASURE."""
+    assert P.PHASES == {"decode": "MEASURE", "prefill": "PREFILL"}
+    cmd = P.ncu_command(Path("p"), [], Path("l.csv"), range_name="PREFILL")
+    assert cmd[:4] == ["ncu", "--nvtx", "--nvtx-include", "decode@PREFILL/"]
+    assert "--nvtx-capture=PREFILL@decode" in P.nsys_command(Path("p"), [], Path("o"), range_name="PREFILL")
+    msg = P.empty_capture_message("ncu", "PREFILL")
+    assert "PREFILL in domain decode was not hit" in msg and "--nvtx-include decode@PREFILL/" in msg
+    assert "--steps" not in msg  # the measured steps have nothing to do with it
+    assert "MEASURE in domain decode" in P.empty_capture_message("nsys")
+
+
 def test_ncu_command_options():
     cmd = P.ncu_command(Path("p"), [], Path("l.csv"), metrics=["dram__bytes_read.sum"],
                         sections=["SpeedOfLight", "Occupancy"], clock_control="base",
@@ -353,6 +365,25 @@ def test_ncu_v15_capture_gives_the_device_table():
     assert df["calls"].sum() == 62
 
 
+def test_ncu_prefill_capture_from_the_device():
+    """ncu over the PREFILL range on the H100 (B = 16, 512-token prompt; the first 40 launches):
+    stages and layers come from the nested NVTX ranges under PREFILL."""
+    text = (DEV / "ncu_prefill_b16.csv").read_text()
+    df = P.parse_ncu_csv(text, "PREFILL")
+    assert len(df) == 40 and list(df["id"]) == list(range(40))
+    first = df.set_index("id")
+    assert (first.loc[0, "name"], first.loc[0, "stage"]) == ("set_pos_kernel", "(step)")
+    assert (first.loc[1, "stage"], first.loc[1, "layer"]) == ("embedding", "")
+    assert (first.loc[5, "name"], first.loc[5, "stage"], first.loc[5, "layer"]) == (
+        "attention_prefill_kernel", "attn", "layer0")
+    assert first.loc[5, "grid"] == "(2, 12, 16)" and first.loc[5, "duration_ns"] == 16832.0
+    stages = P.ncu_table(df, 1, "stage").set_index("name")
+    assert stages.loc["fc", "calls"] == 8 and stages.loc["(step)", "calls"] == 1
+    assert abs(stages["total_us"].sum() - df["duration_ns"].sum() / 1e3) < 1e-6
+    # read as a decode capture, PREFILL would pass for a stage of the kernels directly under it
+    assert P.parse_ncu_csv(text).set_index("id").loc[0, "stage"] == "PREFILL"
+
+
 def test_ncu_csv_missing_or_empty():
     with pytest.raises(P.ProfilingError, match="MEASURE in domain decode"):
         P.parse_ncu_csv("==PROF== Disconnected from process 1\n==WARNING== No kernels were profiled.\n")
@@ -542,7 +573,8 @@ def test_cli_ncu(runner, profilers, tmp_path):
     assert {r["batch"] for r in data} == {1, 4} and data[0]["tool"] == "ncu"
     assert {r["name"] for r in data} >= {BF16_MMA} and "copy_pct" in data[0]
     table = pd.read_csv(tmp_path / "t.csv")
-    assert list(table.columns[:4]) == ["tool", "variant", "batch", "name"] and len(table) == 8
+    assert list(table.columns[:5]) == ["tool", "variant", "batch", "phase", "name"] and len(table) == 8
+    assert set(table["phase"]) == {"decode"}
 
 
 def test_cli_ncu_by_stage_and_config(runner, profilers):
@@ -556,6 +588,38 @@ def test_cli_ncu_by_stage_and_config(runner, profilers):
     assert c[0] == "ncu" and "dram__bytes.sum" in c[c.index("--metrics") + 1].split(",")
     engine = profilers.engine()[0].split()
     assert engine[engine.index("--steps") + 1] == "16" and engine[engine.index("--prompt-len") + 1] == "64"
+
+
+def test_cli_ncu_prefill(runner, profilers, monkeypatch):
+    monkeypatch.setenv("FAKE_NCU_CSV", str(DEV / "ncu_prefill_b16.csv"))
+    res = runner.invoke(cli, ["profile", "--tool", "ncu", "--phase", "prefill", "--prompt-len", "64",
+                              "--by", "stage", "--top", "0", "--out", str(profilers.out), "--csv", "-"])
+    assert res.exit_code == 0, res.output
+    assert "optimized B=1 on Fake GPU 80GB, prefill of 64 tokens (ncu)" in res.output
+    assert "ncu: the prefill, kernels 635.7 us" in res.output and "calls/prefill" in res.output
+    assert "MB/prefill" in res.output and "| attn " in res.output
+    c = profilers.calls()[0]
+    assert c[c.index("--nvtx-include") + 1] == "decode@PREFILL/"
+    engine = profilers.engine()[0].split()  # no decode steps to speak of: as few as it takes
+    assert engine[engine.index("--steps") + 1] == "1" and engine[engine.index("--warmup") + 1] == "0"
+    assert engine[engine.index("--prompt-len") + 1] == "64"
+    out = next(profilers.out.iterdir())
+    assert out.name.startswith("ncu-prefill-optimized-b1-")
+    assert json.loads((out / "meta.json").read_text())["phase"] == "prefill"
+    assert "optimized,1,prefill,fc," in res.output  # the CSV rows carry the phase
+
+
+def test_cli_nsys_prefill(runner, profilers):
+    res = runner.invoke(cli, ["profile", "--tool", "nsys", "--phase", "prefill", "--steps", "3",
+                              "--out", str(profilers.out)])
+    assert res.exit_code == 0, res.output
+    c = profilers.calls()[0]
+    assert "--nvtx-capture=PREFILL@decode" in c
+    assert "nsys: the prefill, kernels" in res.output and "nsys captures one step" not in res.output
+    assert "read once a step" not in res.output  # weights per decode step mean nothing here
+    engine = profilers.engine()[0].split()
+    assert engine[engine.index("--steps") + 1] == "3"  # given explicitly: kept
+    assert next(profilers.out.iterdir()).name.startswith("nsys-prefill-optimized-b1-")
 
 
 def test_cli_nsys(runner, profilers):
@@ -576,7 +640,7 @@ def test_cli_builtin_keeps_results(runner, profilers):
     res = runner.invoke(cli, ["profile", "--steps", "2", "--out", str(profilers.out), "--csv", "-"])
     assert res.exit_code == 0, res.output
     assert "optimized B=1 on Fake GPU 80GB: 0.42 ms/step" in res.output
-    assert "tool,variant,batch,name,calls" in res.output
+    assert "tool,variant,batch,phase,name,calls" in res.output
     out = next(profilers.out.iterdir())
     assert out.name.startswith("builtin-optimized-b1-") and (out / "summary.txt").exists()
     assert "| fc " in (out / "summary.txt").read_text() and profilers.calls() == []
@@ -616,6 +680,8 @@ def test_cli_program_failure(runner, profilers, monkeypatch):
     (["--launch-count", "3"], "--launch-count applies"),
     (["--clock-control", "fast"], "fast"),
     (["--copy-gbps", "0"], "--copy-gbps"),
+    (["--phase", "prefill"], "--phase prefill needs --tool ncu or nsys"),
+    (["--phase", "first"], "first"),
 ])
 def test_cli_usage_errors(runner, fake_engine, args, words):
     res = runner.invoke(cli, ["profile", *args])
