@@ -174,11 +174,14 @@ ActSizes act_sizes(const ModelConfig& c, int B, int max_chunk, bool split_attn) 
     a.scratch = split_attn ? attention_split_scratch(B, c.num_heads, C / c.num_heads, c.max_seq_len) : 0;
     return a;
 }
+
+// floatX values of the per-chunk activations: x, ln, atty, tmp, qkv, fch
+size_t chunk_values(const ActSizes& a) { return 4 * a.x + a.qkv + a.fch; }
 }  // namespace
 
 size_t runner_bytes(const ModelConfig& cfg, int B, int max_chunk, bool split_attn) {
     ActSizes a = act_sizes(cfg, B, max_chunk, split_attn);
-    return (4 * a.x + a.qkv + a.fch + a.lnf + 2 * a.kv) * sizeof(floatX) + (a.logits + a.scratch) * sizeof(float) +
+    return (chunk_values(a) + a.lnf + 2 * a.kv) * sizeof(floatX) + (a.logits + a.scratch) * sizeof(float) +
            sizeof(int) + (B + 1) * sizeof(unsigned long long);
 }
 
@@ -354,7 +357,7 @@ void Runner::sample(int T, const SamplingParams& sp) {
 }
 
 int prefill_chunk(const ModelConfig& cfg, int B, int P) {
-    const size_t per_token = (size_t)B * 11 * cfg.channels * sizeof(floatX);
+    const size_t per_token = chunk_values(act_sizes(cfg, B, 1, false)) * sizeof(floatX);
     const size_t fit = ((size_t)32 << 20) / per_token;
     return (int)std::max<size_t>(1, std::min<size_t>((size_t)P, fit));
 }

@@ -11,6 +11,12 @@
 
 namespace gd {
 
+// Head sizes the attention kernels support (a warp covers a cache row with 16-byte loads, a power-of-two number
+// of lanes per row); the K/V store's 16-byte vectors rely on them too.
+static void require_head_size(int HS) {
+    if (HS != 32 && HS != 64 && HS != 128) GD_FAIL(EXIT_INPUT, "head size %d is not supported (32, 64 or 128)", HS);
+}
+
 // One block per token row: its K and V parts (columns [C, 3C) of the QKV row) into the cache at position
 // *d_pos + t, 16 bytes per load and store (HS is a multiple of kVec, so a vector never crosses a head).
 __global__ void kv_store_kernel(floatX* kc, floatX* vc, const floatX* qkv, const int* d_pos, int T, int NH, int HS,
@@ -28,7 +34,7 @@ __global__ void kv_store_kernel(floatX* kc, floatX* vc, const floatX* qkv, const
 
 void kv_store(floatX* kcache, floatX* vcache, const floatX* qkv, const int* d_pos, int B, int T, int NH, int HS,
               int maxT, cudaStream_t s) {
-    if (HS % kVec != 0) GD_FAIL(EXIT_INPUT, "head size %d is not supported (32, 64 or 128)", HS);  // as attention
+    require_head_size(HS);
     kv_store_kernel<<<B * T, 128, 0, s>>>(kcache, vcache, qkv, d_pos, T, NH, HS, maxT);
     CUDA_CHECK_LAUNCH();
 }
@@ -472,13 +478,13 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     }
 }
 
-// Head sizes whose rows a warp covers with 16-byte loads (a power-of-two number of lanes per row).
+// The kernel instantiation for a supported head size (require_head_size).
 #define GD_HS_DISPATCH(HS_, KERNEL_CALL)                                                         \
     switch (HS_) {                                                                             \
         case 32: { constexpr int HS = 32; KERNEL_CALL; break; }                               \
         case 64: { constexpr int HS = 64; KERNEL_CALL; break; }                               \
         case 128: { constexpr int HS = 128; KERNEL_CALL; break; }                             \
-        default: GD_FAIL(EXIT_INPUT, "head size %d is not supported (32, 64 or 128)", (HS_));  \
+        default: require_head_size(HS_);                                                      \
     }
 
 void attention_forward(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache, const int* d_pos,
