@@ -41,10 +41,18 @@ from .runner import RunError, _tail, communicate_group, engine_args, run_binary,
 TOOLS = ("builtin", "nsys", "ncu")
 NVTX_DOMAIN = "decode"
 MEASURE_RANGE = "MEASURE"
-NSYS_CAPTURE = f"{MEASURE_RANGE}@{NVTX_DOMAIN}"        # range@domain
-NCU_NVTX_INCLUDE = f"{NVTX_DOMAIN}@{MEASURE_RANGE}/"   # domain@range, '/' = push/pop range
 PREFILL_RANGE = "PREFILL"
 PHASES = {"decode": MEASURE_RANGE, "prefill": PREFILL_RANGE}  # what is profiled -> its NVTX range
+
+
+def nsys_capture(range_name: str = MEASURE_RANGE) -> str:
+    """nsys --nvtx-capture value of a range of our domain: range@domain."""
+    return f"{range_name}@{NVTX_DOMAIN}"
+
+
+def ncu_nvtx_include(range_name: str = MEASURE_RANGE) -> str:
+    """ncu --nvtx-include value of a push/pop range of our domain: domain@range/."""
+    return f"{NVTX_DOMAIN}@{range_name}/"
 
 # H100 80GB HBM3 device-to-device copy, read + write counted (docs/perf-notes.md).
 DEFAULT_COPY_GBPS = 3000.0
@@ -123,7 +131,7 @@ def nsys_command(binary: Path, args: Sequence[str], out: Path,
     ``none`` would keep collecting to the end of the program (every measured step).
     """
     return ["nsys", "profile", "-t", "cuda,nvtx", "--capture-range=nvtx",
-            f"--nvtx-capture={range_name}@{NVTX_DOMAIN}", f"--capture-range-end={range_end}", "-o", str(out),
+            f"--nvtx-capture={nsys_capture(range_name)}", f"--capture-range-end={range_end}", "-o", str(out),
             "--force-overwrite", "true", str(binary), *map(str, args)]
 
 
@@ -144,7 +152,7 @@ def ncu_command(binary: Path, args: Sequence[str], log_file: Path, metrics: Sequ
     Without metrics or sections the default metric set is collected; the duration metric is always
     added because every table column is normalised by it.
     """
-    cmd = ["ncu", "--nvtx", "--nvtx-include", f"{NVTX_DOMAIN}@{range_name}/"]
+    cmd = ["ncu", "--nvtx", "--nvtx-include", ncu_nvtx_include(range_name)]
     if clock_control:
         cmd += ["--clock-control", clock_control]
     if kernel_regex:
@@ -489,8 +497,7 @@ def permission_message(tool: str) -> str:
 
 def empty_capture_message(tool: str, range_name: str = MEASURE_RANGE) -> str:
     ncu = tool == "ncu"
-    where = (f"--nvtx-include {NVTX_DOMAIN}@{range_name}/" if ncu
-             else f"--nvtx-capture={range_name}@{NVTX_DOMAIN}")
+    where = f"--nvtx-include {ncu_nvtx_include(range_name)}" if ncu else f"--nvtx-capture={nsys_capture(range_name)}"
     runs = ("runs measured steps (--steps >= 1, and --warmup to get past start-up)"
             if range_name == MEASURE_RANGE else f"reaches its {range_name} range")
     return (f"{tool} captured no kernels: the NVTX range {range_name} in domain {NVTX_DOMAIN} "
