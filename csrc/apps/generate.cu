@@ -6,7 +6,6 @@
 #include "../common/check.h"
 #include "../engine/protocol.h"
 #include "../engine/session.h"
-#include "../kernels/launch.cuh"
 
 namespace gd {
 
@@ -20,11 +19,7 @@ int generate_main(Program program, int argc, char** argv) {
     Session s;
     open_session(s, program, argc, argv);
     const Args& a = s.args;
-    Variant v = program == Program::Naive    ? variant_naive()
-                : program == Program::KVOnly ? variant_kvonly()
-                                             : variant_optimized(a.use_graph, a.use_gemv, a.use_fused, a.use_split_attn);
-    v.one_layer_weights = a.one_layer_weights;
-    set_pdl_enabled(a.use_pdl);
+    Variant v = make_variant(program_name(program), a);
     const int P = (int)s.prompt.size();
     // naive recomputes up to P+gen-1 positions; the cached variants prefill in chunks.
     int max_chunk = v.use_cache ? prefill_chunk(s.cfg, a.batch, P) : P + a.gen - 1;

@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
         GD_FAIL(EXIT_USAGE, "prompt %d + 1 + --warmup %d + --steps %d exceeds max_seq_len %d", P, a.warmup, a.steps,
                 s.cfg.max_seq_len);
     // Stages are launched one by one (no CUDA graph) so every kernel sits inside its named range.
-    Variant v = a.variant == "kvonly" ? variant_kvonly() : variant_optimized(false);
+    Variant v = make_variant(a.variant, a);
     print_config(s, v.name);
     const int chunk = prefill_chunk(s.cfg, a.batch, P);
     check_fits(runner_bytes(s.cfg, a.batch, chunk, v.split_attn), "the activations and KV cache");

@@ -78,11 +78,11 @@ int main(int argc, char** argv) {
     const int chunk = prefill_chunk(s.cfg, B, P);
     for (size_t i = 0; i < a.variants.size(); i++) need += runner_bytes(s.cfg, B, chunk, true);
     check_fits(need, "validate's runners (naive + cached variants)");
-    Runner naive(s.cfg, s.weights, variant_naive(), B, P + a.gen - 1, s.d_tokens, s.stream);
+    Runner naive(s.cfg, s.weights, make_variant("naive", a), B, P + a.gen - 1, s.d_tokens, s.stream);
     std::vector<std::unique_ptr<Runner>> cached;
     size_t act = naive.act_bytes(), kv = naive.kv_bytes();
     for (auto& name : a.variants) {
-        Variant v = name == "kvonly" ? variant_kvonly() : variant_optimized();
+        Variant v = make_variant(name, a);
         cached.emplace_back(new Runner(s.cfg, s.weights, v, B, chunk, s.d_tokens, s.stream));
         act += cached.back()->act_bytes();
         kv += cached.back()->kv_bytes();

@@ -49,6 +49,22 @@ const char* kCommonUsage =
     "  -q,  --quiet             result lines only\n"
     "  -h,  --help              this text;  --version: protocol and build\n";
 
+// optimized's speed tricks: --no-<name> switches one off (Ablations).
+struct Switch {
+    const char* name;
+    using Field = bool Ablations::*;
+    Field field;
+    const char* help;
+};
+const Switch kSwitches[] = {
+    {"graph", &Ablations::graph, "no CUDA graph for the decode step"},
+    {"gemv", &Ablations::gemv, "cuBLAS instead of the small-batch decode kernels"},
+    {"fused", &Ablations::fused, "separate LayerNorm / bias / GELU / residual / KV-store / argmax kernels"},
+    {"split-attn", &Ablations::split_attn, "one warp per query for decode attention"},
+    {"pdl", &Ablations::pdl, "no programmatic dependent launch (sm_90)"},
+    {"short-links", &Ablations::short_links, "the v1 decode kernels instead of the short-link (v2) ones"},
+};
+
 void usage(Program p) {
     printf("usage: %s -e CHECKPOINT [options]\n\n", program_name(p));
     switch (p) {
@@ -72,15 +88,13 @@ void usage(Program p) {
             break;
     }
     printf("%s", kCommonUsage);
-    if (p == Program::Optimized)
-        printf("       --no-graph          no CUDA graph for the decode step\n"
-               "       --no-gemv           cuBLAS instead of the small-batch matrix-vector kernels\n"
-               "       --no-fused          separate LayerNorm / bias / GELU / residual / KV-store / argmax kernels\n"
-               "       --no-split-attn     one block per head for decode attention\n"
-               "       --no-pdl            no programmatic dependent launch (sm_90)\n"
-               "       --one-layer-weights diagnostic: every layer reads layer 0's weights, which then stay in\n"
+    if (p == Program::Optimized || p == Program::Validate || p == Program::Profile) {
+        printf("%s", p == Program::Optimized ? "" : "  optimized's switches (for ablations; validate and profile apply them to optimized):\n");
+        for (const Switch& sw : kSwitches) printf("       --no-%-15s %s\n", sw.name, sw.help);
+        printf("       --one-layer-weights diagnostic: every layer reads layer 0's weights, which then stay in\n"
                "                           L2 (the outputs are not the model's): the step without streaming\n"
                "                           the layers' weights from DRAM\n");
+    }
     if (p == Program::Validate)
         printf("       --variants LIST     cached variants to check                  [kvonly,optimized]\n"
                "       --max-abs F         max |logit difference| allowed           [by precision]\n"
@@ -147,11 +161,22 @@ std::vector<std::string> split_commas(const std::string& s) {
     return out;
 }
 
+// --no-<name> of kSwitches: clears that trick; false for any other flag.
+bool parse_switch(const std::string& flag, Ablations& on) {
+    for (const Switch& sw : kSwitches)
+        if (flag == std::string("--no-") + sw.name) {
+            on.*sw.field = false;
+            return true;
+        }
+    return false;
+}
+
 }  // namespace
 
 Args parse_args(Program program, int argc, char** argv) {
     Args a;
     a.program = program;
+    const bool switches = program == Program::Optimized || program == Program::Validate || program == Program::Profile;
     for (int i = 1; i < argc; i++) {
         std::string f = argv[i];
         auto val = [&]() -> const char* {
@@ -184,12 +209,8 @@ Args parse_args(Program program, int argc, char** argv) {
         else if (f == "--dump-stride") a.dump_stride = (int)parse_long("--dump-stride", val(), 1, 1 << 20);
         else if (f == "--device") a.device = (int)parse_long("--device", val(), 0, 1024);
         else if (f == "-q" || f == "--quiet") a.quiet = true;
-        else if (program == Program::Optimized && f == "--no-graph") a.use_graph = false;
-        else if (program == Program::Optimized && f == "--no-gemv") a.use_gemv = false;
-        else if (program == Program::Optimized && f == "--no-fused") a.use_fused = false;
-        else if (program == Program::Optimized && f == "--no-split-attn") a.use_split_attn = false;
-        else if (program == Program::Optimized && f == "--no-pdl") a.use_pdl = false;
-        else if (program == Program::Optimized && f == "--one-layer-weights") a.one_layer_weights = true;
+        else if (switches && parse_switch(f, a.on)) {
+        } else if (switches && f == "--one-layer-weights") a.one_layer_weights = true;
         else if (program == Program::Validate && f == "--variants") a.variants = split_commas(val());
         else if (program == Program::Validate && f == "--max-abs") a.max_abs = parse_float("--max-abs", val());
         else if (program == Program::Validate && f == "--max-rmse") a.max_rmse = parse_float("--max-rmse", val());

@@ -8,6 +8,11 @@ namespace gd {
 enum class Program { Naive, KVOnly, Optimized, Validate, Profile };
 const char* program_name(Program p);
 
+// The tricks of the optimized variant, each switched off by --no-<name> (docs/protocol.md) for ablations.
+struct Ablations {
+    bool graph = true, gemv = true, fused = true, split_attn = true, pdl = true, short_links = true;
+};
+
 struct Args {
     Program program = Program::KVOnly;
     std::string checkpoint, tokenizer, prompt_file, dump_logits;
@@ -17,9 +22,9 @@ struct Args {
     float temperature = 1.0f, top_p = 1.0f;
     unsigned long long seed = 1337;
     bool quiet = false;
-    // optimized: ablation switches
-    bool use_graph = true, use_gemv = true, use_fused = true, use_split_attn = true, use_pdl = true,
-         one_layer_weights = false;
+    // optimized's speed tricks (all on); optimized, validate and profile take --no-<name> for each
+    Ablations on;
+    bool one_layer_weights = false;  // diagnostic
     // validate
     std::vector<std::string> variants{"kvonly", "optimized"};
     float max_abs = -1, max_rmse = -1, min_match = -1;  // < 0: precision default

@@ -8,29 +8,6 @@
 
 namespace gd {
 
-Variant variant_naive() {
-    Variant v;
-    v.name = "naive";
-    v.use_cache = false;
-    return v;
-}
-
-Variant variant_kvonly() {
-    Variant v;
-    v.name = "kvonly";
-    return v;
-}
-
-Variant variant_optimized(bool graph, bool gemv, bool fused, bool split_attn) {
-    Variant v;
-    v.name = "optimized";
-    v.graph = graph;
-    v.gemv = gemv;
-    v.fused = fused;
-    v.split_attn = split_attn;
-    return v;
-}
-
 void* device_alloc(size_t bytes, const char* what) {
     void* p = nullptr;
     cudaError_t e = cudaMalloc(&p, bytes);
@@ -243,7 +220,7 @@ bool Runner::use_decode_kernels(int M) const {
 void Runner::attention(floatX* kc, floatX* vc, int T) {
     const int B = B_, NH = cfg_.num_heads, HS = cfg_.channels / NH, maxT = cfg_.max_seq_len;
     if (T == 1 && v_.split_attn)
-        attention_decode_split(atty_, qkv_, kc, vc, d_pos_, attn_scratch_, B, NH, HS, maxT, stream_);
+        attention_decode_split(atty_, qkv_, kc, vc, d_pos_, attn_scratch_, B, NH, HS, maxT, v_.pdl, stream_);
     else
         attention_forward(atty_, qkv_, kc, vc, d_pos_, B, T, NH, HS, maxT, stream_);
 }
@@ -278,7 +255,7 @@ void Runner::forward(int T, bool greedy_step, bool logits) {
             qe.bias = qkvb, qe.ln_w = ln1w, qe.ln_b = ln1b, qe.kcache = kc, qe.vcache = vc, qe.d_pos = d_pos_;
             qe.C = C, qe.NH = NH, qe.maxT = maxT;
             stage_begin("qkv");
-            decode_linear(qkv_, x_, qkvw, M, 3 * C, C, qe, stream_);
+            decode_linear(qkv_, x_, qkvw, M, 3 * C, C, qe, v_.pdl, stream_);
             stage_end();
             stage_begin("attn");
             attention(kc, vc, T);
@@ -286,17 +263,17 @@ void Runner::forward(int T, bool greedy_step, bool logits) {
             DecodeEpilogue pe;
             pe.bias = attprojb, pe.accumulate = true;
             stage_begin("attproj");
-            decode_linear(x_, atty_, attprojw, M, C, C, pe, stream_);
+            decode_linear(x_, atty_, attprojw, M, C, C, pe, v_.pdl, stream_);
             stage_end();
             DecodeEpilogue fe;
             fe.bias = fcb, fe.gelu = true, fe.ln_w = ln2w, fe.ln_b = ln2b;
             stage_begin("fc");
-            decode_linear(fch_, x_, fcw, M, 4 * C, C, fe, stream_);
+            decode_linear(fch_, x_, fcw, M, 4 * C, C, fe, v_.pdl, stream_);
             stage_end();
             DecodeEpilogue re;
             re.bias = fcprojb, re.accumulate = true;
             stage_begin("fcproj");
-            decode_linear(x_, fch_, fcprojw, M, C, 4 * C, re, stream_);
+            decode_linear(x_, fch_, fcprojw, M, C, 4 * C, re, v_.pdl, stream_);
             stage_end();
         } else {
             stage_begin("ln1");
@@ -333,7 +310,7 @@ void Runner::forward(int T, bool greedy_step, bool logits) {
             le.tokens = tokens_, le.d_pos = d_pos_, le.maxT = maxT, le.V = cfg_.vocab_size;
         }
         stage_begin("logits");
-        decode_logits(logits_, x_, w_.wte, B, cfg_.padded_vocab, C, le, stream_);
+        decode_logits(logits_, x_, w_.wte, B, cfg_.padded_vocab, C, le, v_.pdl, stream_);
         stage_end();
         return;
     }
@@ -342,7 +319,7 @@ void Runner::forward(int T, bool greedy_step, bool logits) {
     stage_end();
     stage_begin("logits");
     if (v_.gemv && v_.fused && decode_linear_supported(B, cfg_.padded_vocab, C))  // the decode logits kernel (no LN)
-        decode_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, DecodeEpilogue(), stream_);
+        decode_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, DecodeEpilogue(), v_.pdl, stream_);
     else if (v_.gemv && gemv_supported(B, C))
         gemv_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, stream_);
     else

@@ -10,21 +10,9 @@
 #include "../common/precision.h"
 #include "../kernels/kernels.cuh"
 #include "../model/checkpoint.h"
+#include "variant.h"
 
 namespace gd {
-
-struct Variant {
-    std::string name;
-    bool use_cache = true;   // false: every step recomputes the whole sequence (naive)
-    bool gemv = false;       // small-batch matrix-vector kernels for decode
-    bool fused = false;      // bias/GELU/residual in the product's epilogue
-    bool split_attn = false; // decode attention split over blocks
-    bool one_layer_weights = false;  // diagnostic: every layer uses layer 0's weights (they stay in L2)
-    bool graph = false;      // decode step captured once as a CUDA graph
-};
-Variant variant_naive();
-Variant variant_kvonly();
-Variant variant_optimized(bool graph = true, bool gemv = true, bool fused = true, bool split_attn = true);
 
 struct Weights {
     floatX *wte, *wpe, *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb,

@@ -511,14 +511,15 @@ size_t attention_split_scratch(int B, int NH, int HS, int maxT) {
 }
 
 void attention_decode_split(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache,
-                            const int* d_pos, float* scratch, int B, int NH, int HS, int maxT, cudaStream_t s) {
+                            const int* d_pos, float* scratch, int B, int NH, int HS, int maxT, bool pdl,
+                            cudaStream_t s) {
     const int nsplit = ceil_div(maxT, kMinSplitKeys);  // splits per head at most (partials per head)
     int* tickets = reinterpret_cast<int*>(scratch + (size_t)B * NH * nsplit * (HS + 2));
     // As many blocks as can be resident at once (the items of the longest context, at most): the kernel loops.
     auto grid_for = [&](const void* kernel) {
         return std::min((long)nsplit * NH * B, (long)resident_blocks(kernel, kSplitWarps * 32, 0));
     };
-    GD_HS_DISPATCH(HS, (launch_pdl(attention_split_kernel<HS>,
+    GD_HS_DISPATCH(HS, (launch_pdl(pdl, attention_split_kernel<HS>,
                                    dim3((unsigned)grid_for((const void*)attention_split_kernel<HS>)),
                                    dim3(kSplitWarps * 32), 0, s, out, scratch, tickets, qkv, kcache, vcache, d_pos, B,
                                    NH, maxT, nsplit)));

@@ -49,10 +49,11 @@ struct DecodeEpilogue {
 };
 size_t decode_linear_smem(int M, int K);
 bool decode_linear_supported(int M, int N, int K);
+// pdl: launch with programmatic dependent launch (Variant::pdl).
 void decode_linear(floatX* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,
-                   cudaStream_t s);
+                   bool pdl, cudaStream_t s);
 void decode_logits(float* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,
-                   cudaStream_t s);
+                   bool pdl, cudaStream_t s);
 
 // elementwise.cu
 void gelu_forward(floatX* x, size_t n, cudaStream_t s);                   // in place, tanh approximation
@@ -68,7 +69,8 @@ void attention_forward(floatX* out, const floatX* qkv, const floatX* kcache, con
 // floats, zeroed once before first use.
 size_t attention_split_scratch(int B, int NH, int HS, int maxT);
 void attention_decode_split(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache,
-                            const int* d_pos, float* scratch, int B, int NH, int HS, int maxT, cudaStream_t s);
+                            const int* d_pos, float* scratch, int B, int NH, int HS, int maxT, bool pdl,
+                            cudaStream_t s);
 
 // sampling.cu: picks token pos+T of each row from logits[B, Vp] (first V valid) and writes it to tokens.
 struct SamplingParams {

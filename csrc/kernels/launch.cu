@@ -5,10 +5,6 @@
 
 namespace gd {
 
-static bool g_pdl_enabled = true;
-
-void set_pdl_enabled(bool on) { g_pdl_enabled = on; }
-
 int device_attribute(cudaDeviceAttr attr) {
     static std::map<int, int> known;  // attribute -> value (an executable uses one device)
     auto it = known.find((int)attr);
@@ -21,7 +17,7 @@ int device_attribute(cudaDeviceAttr attr) {
 
 bool has_mma16816() { return device_attribute(cudaDevAttrComputeCapabilityMajor) >= 8; }
 
-bool pdl_available() { return g_pdl_enabled && device_attribute(cudaDevAttrComputeCapabilityMajor) >= 9; }
+bool has_pdl() { return device_attribute(cudaDevAttrComputeCapabilityMajor) >= 9; }
 
 int resident_blocks(const void* kernel, int threads, size_t smem) {
     static std::map<std::tuple<const void*, int, size_t>, int> known;

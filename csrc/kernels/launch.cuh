@@ -1,5 +1,5 @@
 // Launch helpers shared by the decode kernels.
-// Programmatic dependent launch (sm_90+): a kernel launched with launch_pdl() may start while the previous
+// Programmatic dependent launch (sm_90+): a kernel launched with launch_pdl(true, ...) may start while the previous
 // kernel in the stream finishes; it must call pdl_wait() in every block before it reads anything that
 // kernel wrote (and before it can exit). Older GPUs launch normally and pdl_wait() is a no-op.
 // Device attributes, asked once: device_attribute(). Grids sized for the GPU: resident_blocks().
@@ -34,12 +34,13 @@ __device__ __forceinline__ void pdl_trigger_late(bool early) {
 }
 __host__ __device__ __forceinline__ bool early_trigger_for(int rows) { return rows <= 8; }
 
-bool has_mma16816();  // mma.m16n8k16 with 16-bit inputs: sm_80 and newer
-bool pdl_available();  // device is sm_90+ and PDL was not turned off (set_pdl_enabled)
-void set_pdl_enabled(bool on);
+bool has_mma16816();   // mma.m16n8k16 with 16-bit inputs: sm_80 and newer
+bool has_pdl();        // programmatic dependent launch: sm_90 and newer
 
+// pdl: the variant's switch (Variant::pdl); on GPUs without PDL the launch is a plain one.
 template <typename... KArgs, typename... Args>
-void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args... args) {
+void launch_pdl(bool pdl, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                Args... args) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
@@ -49,7 +50,7 @@ void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cu
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
-    cfg.numAttrs = pdl_available() ? 1 : 0;
+    cfg.numAttrs = pdl && has_pdl() ? 1 : 0;
     CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
 }
 

@@ -239,7 +239,7 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
 }
 
 template <int NT, int U, bool kOne, typename OutT>
-void launch(OutT* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,
+void launch(OutT* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e, bool pdl,
             cudaStream_t s) {
     auto kernel = linear_mma_kernel<NT, U, kOne, OutT>;
     size_t smem = decode_linear_smem(M, K);
@@ -256,11 +256,11 @@ void launch(OutT* out, const floatX* inp, const floatX* w, int M, int N, int K, 
     const int grid = std::is_same<OutT, float>::value
                          ? std::min(tiles, resident_blocks((const void*)kernel, kThreads, smem))
                          : tiles;
-    launch_pdl(kernel, dim3(grid), dim3(kThreads), smem, s, out, inp, w, M, N, K, e);
+    launch_pdl(pdl, kernel, dim3(grid), dim3(kThreads), smem, s, out, inp, w, M, N, K, e);
 }
 
 template <typename OutT>
-void dispatch(OutT* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,
+void dispatch(OutT* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e, bool pdl,
               cudaStream_t s) {
     if (!decode_linear_supported(M, N, K))
         GD_FAIL(EXIT_CUDA, "decode_linear called with unsupported M=%d N=%d K=%d", M, N, K);
@@ -271,13 +271,13 @@ void dispatch(OutT* out, const floatX* inp, const floatX* w, int M, int N, int K
     // measured no faster at B = 1 and slower at B = 16, docs/perf-notes.md v1.4).
     const int spw = ceil_div(K / 32, kWarps);
     if (M <= 8) {
-        if (spw <= 4) launch<1, 4, true>(out, inp, w, M, N, K, e, s);
-        else if (spw <= 8) launch<1, 8, true>(out, inp, w, M, N, K, e, s);
-        else launch<1, 4, false>(out, inp, w, M, N, K, e, s);
+        if (spw <= 4) launch<1, 4, true>(out, inp, w, M, N, K, e, pdl, s);
+        else if (spw <= 8) launch<1, 8, true>(out, inp, w, M, N, K, e, pdl, s);
+        else launch<1, 4, false>(out, inp, w, M, N, K, e, pdl, s);
     } else {
-        if (spw <= 4) launch<2, 4, true>(out, inp, w, M, N, K, e, s);
-        else if (spw <= 8) launch<2, 8, true>(out, inp, w, M, N, K, e, s);
-        else launch<2, 4, false>(out, inp, w, M, N, K, e, s);
+        if (spw <= 4) launch<2, 4, true>(out, inp, w, M, N, K, e, pdl, s);
+        else if (spw <= 8) launch<2, 8, true>(out, inp, w, M, N, K, e, pdl, s);
+        else launch<2, 4, false>(out, inp, w, M, N, K, e, pdl, s);
     }
 }
 
@@ -294,23 +294,23 @@ bool decode_linear_supported(int M, int N, int K) {
 }
 
 void decode_linear(floatX* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,
-                   cudaStream_t s) {
-    dispatch(out, inp, w, M, N, K, e, s);
+                   bool pdl, cudaStream_t s) {
+    dispatch(out, inp, w, M, N, K, e, pdl, s);
 }
 
 void decode_logits(float* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,
-                   cudaStream_t s) {
-    dispatch(out, inp, w, M, N, K, e, s);
+                   bool pdl, cudaStream_t s) {
+    dispatch(out, inp, w, M, N, K, e, pdl, s);
 }
 
 #else  // FP32 builds use the CUDA-core kernels of gemv.cu
 
 size_t decode_linear_smem(int, int) { return 0; }
 bool decode_linear_supported(int, int, int) { return false; }
-void decode_linear(floatX*, const floatX*, const floatX*, int, int, int, const DecodeEpilogue&, cudaStream_t) {
+void decode_linear(floatX*, const floatX*, const floatX*, int, int, int, const DecodeEpilogue&, bool, cudaStream_t) {
     GD_FAIL(EXIT_CUDA, "decode_linear is not available in FP32 builds");
 }
-void decode_logits(float*, const floatX*, const floatX*, int, int, int, const DecodeEpilogue&, cudaStream_t) {
+void decode_logits(float*, const floatX*, const floatX*, int, int, int, const DecodeEpilogue&, bool, cudaStream_t) {
     GD_FAIL(EXIT_CUDA, "decode_logits is not available in FP32 builds");
 }
 
