@@ -117,10 +117,9 @@ def fake_engine(tmp_path, monkeypatch):
     Returns a namespace: bin_dir, log (invocations, one line each), calls() -> list of lines,
     model (the checkpoint path handed to the executables).
     """
-    from gpt2driver import build as build_mod
-    from gpt2driver import checkpoint as ckpt_mod
-    from gpt2driver import sweep as sweep_mod
-    from gpt2driver.runner import PROGRAMS
+    from gpt2driver.engine import build as build_mod
+    from gpt2driver.files import models
+    from gpt2driver.names import PROGRAMS
 
     bin_dir = tmp_path / "bin" / "sm90_bf16"
     bin_dir.mkdir(parents=True)
@@ -140,8 +139,8 @@ def fake_engine(tmp_path, monkeypatch):
 
     monkeypatch.setattr(build_mod, "make_build", fake_make_build)
     monkeypatch.setattr(build_mod, "detect_cc", lambda: (90, ""))
-    monkeypatch.setattr(sweep_mod, "resolve_model", lambda model_name, precision, checkpoint=None: model)
-    monkeypatch.setattr(ckpt_mod, "ensure_default_model", lambda precision: model)
+    monkeypatch.setattr(models, "resolve_model", lambda model_name, precision, checkpoint=None: model)
+    monkeypatch.setattr(models, "ensure_default_model", lambda precision: model)
 
     def calls():
         return log.read_text().splitlines() if log.exists() else []

@@ -1,6 +1,6 @@
 """An independent GPT-2 forward pass in PyTorch (float64), the yardstick for the engine's logits.
 
-It reads our llm.c checkpoints through gpt2driver.checkpoint.read_checkpoint and shares no code with
+It reads our llm.c checkpoints through gpt2driver.files.checkpoint.read_checkpoint and shares no code with
 the engine. Linear weights are stored (out, in) as in llm.c, so ``y = x @ W.T + b``. The QKV
 projection's output holds q, k, v one after the other, each of ``C`` channels, heads contiguous
 inside each.
@@ -22,7 +22,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from gpt2driver import checkpoint as ck
+from gpt2driver.files import checkpoint as ck
 
 DUMP_MAGIC = 20241121
 DUMP_VERSION = 1

@@ -4,6 +4,7 @@ engine (tests/conftest.py) and the Hugging Face part replaced."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
@@ -13,10 +14,19 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from gpt2driver import bench
-from gpt2driver import build as build_mod
-from gpt2driver import checkpoint as ck
+from gpt2driver import names
 from gpt2driver.cli import cli
+from gpt2driver.engine import build as build_mod
+from gpt2driver.errors import BenchError
+from gpt2driver.experiments import floor
+from gpt2driver.experiments.bench import hf as hf_peer
+from gpt2driver.experiments.bench import hfmodel, report
+from gpt2driver.experiments.bench import rows as brows
+from gpt2driver.experiments.bench import run as brun
+from gpt2driver.files import atomic
+from gpt2driver.files import checkpoint as ck
+from gpt2driver.files import models
+from gpt2driver.tables import views
 
 TINY = ck.ModelConfig.custom(layers=2, heads=4, channels=32, max_seq_len=16, vocab_size=100)
 
@@ -58,8 +68,8 @@ def test_hf_model_logits_equal_the_reference(tiny_ckpt, dtype):
     torch = torch_and_hf()
     import reference as ref
 
-    model = bench.hf_model_from_checkpoint(tiny_ckpt, dtype=dtype, device="cpu")
-    assert model.dtype == bench.torch_dtype(dtype) and not model.training
+    model = hfmodel.hf_model_from_checkpoint(tiny_ckpt, dtype=dtype, device="cpu")
+    assert model.dtype == hfmodel.torch_dtype(dtype) and not model.training
     assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
     assert model.transformer.wte.weight.shape == (TINY.vocab_size, TINY.channels)  # no padding
     cfg, params, _ = ck.read_checkpoint(tiny_ckpt)
@@ -82,12 +92,12 @@ def test_the_tolerance_catches_wrong_weights(tiny_ckpt):
     cfg, params, _ = ck.read_checkpoint(tiny_ckpt)
     tok = torch.from_numpy(np.random.default_rng(7).integers(0, TINY.vocab_size, size=(2, 16)))
     want = ref.reference_logits(params, cfg, tok, device="cpu")
-    model = bench.hf_model_from_checkpoint(tiny_ckpt, dtype="fp64")
+    model = hfmodel.hf_model_from_checkpoint(tiny_ckpt, dtype="fp64")
     with torch.no_grad():
         w = model.transformer.h[0].attn.c_proj.weight
         w.copy_(w.T.clone())
         assert (model(input_ids=tok).logits - want).abs().max() > 0.1
-    model = bench.hf_model_from_checkpoint(tiny_ckpt, dtype="fp64")
+    model = hfmodel.hf_model_from_checkpoint(tiny_ckpt, dtype="fp64")
     for block in model.transformer.h:
         block.mlp.act = ACT2FN["gelu"]
     with torch.no_grad():
@@ -98,7 +108,7 @@ def test_hf_model_holds_the_bf16_weights_exactly(tmp_path):
     torch = torch_and_hf()
     path = ck.write_checkpoint(tmp_path / "b.bin", TINY, sharp_params(), dtype="bf16")
     _, params, _ = ck.read_checkpoint(path)
-    model = bench.hf_model_from_checkpoint(path, dtype="bf16")
+    model = hfmodel.hf_model_from_checkpoint(path, dtype="bf16")
     assert model.dtype == torch.bfloat16
     h1 = model.transformer.h[1]
     for hf_w, ours in ((h1.attn.c_attn.weight, params["qkvw"][1].T),
@@ -113,7 +123,7 @@ def test_hf_model_rejects_a_bad_checkpoint(tmp_path):
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"x" * 2000)
     with pytest.raises(ck.CheckpointError, match="bad magic"):
-        bench.hf_model_from_checkpoint(bad)
+        hfmodel.hf_model_from_checkpoint(bad)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -139,14 +149,14 @@ def reference_greedy(path, batch, gen, start):
 
 def test_time_generate_on_cpu(tiny_ckpt):
     torch_and_hf()
-    model = bench.hf_model_from_checkpoint(tiny_ckpt, dtype="fp64")
+    model = hfmodel.hf_model_from_checkpoint(tiny_ckpt, dtype="fp64")
     logs = []
-    t = bench.time_generate(model, batch=2, gen=4, warmup=1, repeat=3, log=logs.append)
+    t = hf_peer.time_generate(model, batch=2, gen=4, warmup=1, repeat=3, log=logs.append)
     assert t.output_shape == (2, 5) and t.tokens.shape == (2, 5)
     assert len(t.times_s) == 3 and len(t.warmup_s) == 1 and all(x > 0 for x in t.times_s)
-    start = bench.start_token(TINY)
+    start = hfmodel.start_token(TINY)
     assert start == TINY.vocab_size - 1  # no EOT 50256 in a 100-token vocabulary
-    assert bench.start_token(ck.DEFAULT_MODEL_CONFIG) == 50256
+    assert hfmodel.start_token(models.DEFAULT_MODEL_CONFIG) == 50256
     assert (t.tokens[:, 0] == start).all()
     assert (t.tokens[:, 1:] != start).all()  # exactly gen new tokens, eos never chosen
     assert t.tokens.tolist() == reference_greedy(tiny_ckpt, 2, 4, start).tolist()
@@ -155,7 +165,7 @@ def test_time_generate_on_cpu(tiny_ckpt):
     assert tps["median"] == pytest.approx(2 * 4 / t.median_s, rel=0.5)
     assert sum("timed generate" in line for line in logs) == 3
 
-    row = bench.hf_row(bench.HF_EAGER, t, "fp32", "cpu", 1.0)
+    row = hf_peer.hf_row(names.HF_EAGER, t, "fp32", "cpu", 1.0)
     assert row["step_ms"] == pytest.approx(t.median_s * 1e3 / 4)
     assert row["total_ms"] == pytest.approx(t.median_s * 1e3) and row["reps"] == 3
 
@@ -165,14 +175,14 @@ def test_compiled_decode_recipe_on_cpu(tiny_ckpt):
     with the eager backend (inductor compiles too slowly for a CPU test): same tokens, and
     the model is restored afterwards."""
     torch_and_hf()
-    model = bench.hf_model_from_checkpoint(tiny_ckpt, dtype="fp32")
-    plain = bench.time_generate(model, 2, 4, warmup=0, repeat=1).tokens
+    model = hfmodel.hf_model_from_checkpoint(tiny_ckpt, dtype="fp32")
+    plain = hf_peer.time_generate(model, 2, 4, warmup=0, repeat=1).tokens
     gc = model.generation_config
-    with bench.compiled_decode(model, backend="eager") as m:
+    with hf_peer.compiled_decode(model, backend="eager") as m:
         assert m is model and "forward" in vars(model)
         assert gc.cache_implementation == "static"
         assert getattr(gc, "disable_compile", True) is True
-        compiled = bench.time_generate(model, 2, 4, warmup=1, repeat=2)
+        compiled = hf_peer.time_generate(model, 2, 4, warmup=1, repeat=2)
     assert compiled.tokens.tolist() == plain.tolist() and len(compiled.times_s) == 2
     assert "forward" not in vars(model) and gc.cache_implementation is None
 
@@ -181,7 +191,7 @@ def test_compiled_decode_prefill_is_eager(tiny_ckpt, monkeypatch):
     """The call that allocates the static cache (the prefill) runs the eager forward, every
     decode step the compiled one; a cache that is allocated goes to the compiled one."""
     torch = torch_and_hf()
-    model = bench.hf_model_from_checkpoint(tiny_ckpt, dtype="fp32")
+    model = hfmodel.hf_model_from_checkpoint(tiny_ckpt, dtype="fp32")
     calls = []
 
     def fake_compile(fn, **kw):
@@ -198,8 +208,8 @@ def test_compiled_decode_prefill_is_eager(tiny_ckpt, monkeypatch):
         return plain_forward(self, *a, **k)
 
     monkeypatch.setattr(type(model), "forward", forward)
-    with bench.compiled_decode(model, backend="eager"):
-        t = bench.time_generate(model, 2, 4, warmup=0, repeat=2)
+    with hf_peer.compiled_decode(model, backend="eager"):
+        t = hf_peer.time_generate(model, 2, 4, warmup=0, repeat=2)
     assert t.output_shape == (2, 5)
     # per generate: the prefill eagerly, then 3 decode steps through the compiled forward
     assert calls == (["forward"] + ["compiled", "forward"] * 3) * 2, calls
@@ -208,13 +218,13 @@ def test_compiled_decode_prefill_is_eager(tiny_ckpt, monkeypatch):
 def test_cache_unallocated():
     from types import SimpleNamespace as NS
 
-    assert bench.cache_unallocated(None) is False
-    assert bench.cache_unallocated(NS(layers=[])) is False
-    assert bench.cache_unallocated(NS(layers=[NS(is_initialized=False)])) is True
-    assert bench.cache_unallocated(NS(layers=[NS(is_initialized=True),
+    assert hf_peer.cache_unallocated(None) is False
+    assert hf_peer.cache_unallocated(NS(layers=[])) is False
+    assert hf_peer.cache_unallocated(NS(layers=[NS(is_initialized=False)])) is True
+    assert hf_peer.cache_unallocated(NS(layers=[NS(is_initialized=True),
                                               NS(is_initialized=False)])) is True
-    assert bench.cache_unallocated(NS(layers=[NS(is_initialized=True)])) is False
-    assert bench.cache_unallocated(NS(layers=[NS()])) is False  # allocated in __init__
+    assert hf_peer.cache_unallocated(NS(layers=[NS(is_initialized=True)])) is False
+    assert hf_peer.cache_unallocated(NS(layers=[NS()])) is False  # allocated in __init__
 
 
 def test_run_hf_on_cpu(tiny_ckpt, monkeypatch):
@@ -222,7 +232,7 @@ def test_run_hf_on_cpu(tiny_ckpt, monkeypatch):
     logs, streamed, resets = [], [], []
     real_reset = torch._dynamo.reset
     monkeypatch.setattr(torch._dynamo, "reset", lambda: (resets.append(1), real_reset())[1])
-    rows, info = bench.run_hf(tiny_ckpt, [1, 2], 3, "fp32", warmup=2, repeat=2, device="cpu",
+    rows, info = hf_peer.run_hf(tiny_ckpt, [1, 2], 3, "fp32", warmup=2, repeat=2, device="cpu",
                               log=logs.append, compile_backend="eager",
                               on_row=lambda r, i: streamed.append((r, dict(i))))
     assert [(r["variant"], r["batch"]) for r in rows] == [
@@ -240,7 +250,7 @@ def test_run_hf_on_cpu(tiny_ckpt, monkeypatch):
     assert all(r["status"] == "ok" and r["tokens_per_s_median"] > 0 and r["gpu"] == "cpu"
                for r in rows), rows
     assert info["transformers"] and info["hf_attn_implementation"]
-    rows, _ = bench.run_hf(tiny_ckpt, [1], 3, "fp32", 0, 1, compile=False, device="cpu",
+    rows, _ = hf_peer.run_hf(tiny_ckpt, [1], 3, "fp32", 0, 1, compile=False, device="cpu",
                            log=logs.append)
     assert [r["variant"] for r in rows] == ["hf-eager"]
 
@@ -249,7 +259,7 @@ def test_run_hf_failures_are_rows(tmp_path):
     torch_and_hf()
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"x" * 2000)
-    rows, _ = bench.run_hf(bad, [1, 4], 8, "bf16", 0, 1, device="cpu", log=lambda m: None)
+    rows, _ = hf_peer.run_hf(bad, [1, 4], 8, "bf16", 0, 1, device="cpu", log=lambda m: None)
     assert len(rows) == 4 and {r["status"] for r in rows} == {"failed"}
     assert "cannot build the Hugging Face model" in rows[0]["error"]
     assert "bad magic" in rows[0]["error"]
@@ -258,23 +268,23 @@ def test_run_hf_failures_are_rows(tmp_path):
 def test_copy_bandwidth_needs_cuda(monkeypatch):
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(bench.BenchError, match="CUDA is not available"):
-        bench.measure_copy_bandwidth()
+    with pytest.raises(BenchError, match="CUDA is not available"):
+        floor.measure_copy_bandwidth()
 
 
 def test_hf_unavailable_reasons(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
-    assert "torch is not installed" in bench.hf_unavailable_reason()
+    assert "torch is not installed" in hf_peer.hf_unavailable_reason()
     monkeypatch.undo()
     torch = pytest.importorskip("torch")
     monkeypatch.setitem(sys.modules, "transformers", None)
-    assert "transformers is not installed" in bench.hf_unavailable_reason()
+    assert "transformers is not installed" in hf_peer.hf_unavailable_reason()
     monkeypatch.undo()
     pytest.importorskip("transformers")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert bench.hf_unavailable_reason("cuda").startswith("CUDA is not available to torch")
-    assert bench.hf_unavailable_reason("cpu") is None
-    rows, info = bench.run_hf("unused.bin", [1, 4], 8, "bf16", 1, 1)
+    assert hf_peer.hf_unavailable_reason("cuda").startswith("CUDA is not available to torch")
+    assert hf_peer.hf_unavailable_reason("cpu") is None
+    rows, info = hf_peer.run_hf("unused.bin", [1, 4], 8, "bf16", 1, 1)
     assert len(rows) == 4 and {r["status"] for r in rows} == {"skipped"}
     assert info["hf_skipped"] == rows[0]["error"]
 
@@ -285,39 +295,39 @@ def test_hf_unavailable_reasons(monkeypatch):
 
 
 def test_floor_arithmetic_gpt2_124m():
-    cfg = ck.DEFAULT_MODEL_CONFIG
-    assert bench.element_bytes("BF16") == bench.element_bytes("fp16") == 2
-    assert bench.element_bytes("fp32") == 4
+    cfg = models.DEFAULT_MODEL_CONFIG
+    assert floor.element_bytes("BF16") == floor.element_bytes("fp16") == 2
+    assert floor.element_bytes("fp32") == 4
     with pytest.raises(ValueError):
-        bench.element_bytes("fp8")
-    assert bench.mean_kv_positions(1, 512) == 256.5  # steps read 1, 2, ..., 512 positions
-    assert bench.mean_kv_positions(4, 1) == 4
-    b = bench.decode_bytes_per_step(cfg, batch=1, mean_pos=1.0, elem_bytes=2)
+        floor.element_bytes("fp8")
+    assert floor.mean_kv_positions(1, 512) == 256.5  # steps read 1, 2, ..., 512 positions
+    assert floor.mean_kv_positions(4, 1) == 4
+    b = floor.decode_bytes_per_step(cfg, batch=1, mean_pos=1.0, elem_bytes=2)
     assert b["weights"] == 124_475_904 * 2  # docs/perf-notes.md: 249 MB with the padded wte
     assert b["kv"] == 36_864  # 2 x L x C x 2 bytes per position and row: 36.9 KB
-    b16 = bench.decode_bytes_per_step(cfg, batch=16, mean_pos=256.5, elem_bytes=2)
+    b16 = floor.decode_bytes_per_step(cfg, batch=16, mean_pos=256.5, elem_bytes=2)
     assert b16["kv"] == 36_864 * 16 * 256.5 and b16["total"] == b16["weights"] + b16["kv"]
     # B = 1 at 3.0 TB/s: the weights alone take 83 us (docs/perf-notes.md)
-    assert bench.floor_step_ms(b["weights"], 3000) == pytest.approx(0.08298, rel=1e-3)
-    assert bench.floor_fraction(3e9, 1.0, 3000) == pytest.approx(1.0)
-    assert bench.floor_fraction(3e9, 4.0, 3000) == pytest.approx(0.25)
-    assert bench.floor_fraction(3e9, 4.0, None) is None
-    assert bench.floor_fraction(3e9, None, 3000) is None
-    assert bench.floor_fraction(3e9, float("nan"), 3000) is None
+    assert floor.floor_step_ms(b["weights"], 3000) == pytest.approx(0.08298, rel=1e-3)
+    assert floor.floor_fraction(3e9, 1.0, 3000) == pytest.approx(1.0)
+    assert floor.floor_fraction(3e9, 4.0, 3000) == pytest.approx(0.25)
+    assert floor.floor_fraction(3e9, 4.0, None) is None
+    assert floor.floor_fraction(3e9, None, 3000) is None
+    assert floor.floor_fraction(3e9, float("nan"), 3000) is None
 
 
 def test_summarize_ratios_and_floor():
-    cfg = ck.DEFAULT_MODEL_CONFIG
+    cfg = models.DEFAULT_MODEL_CONFIG
     rows = []
     for variant, tps, step in (("hf-compiled", 800.0, 1.25), ("naive", 100.0, 10.0),
                                ("optimized", 1000.0, 1.0), ("hf-eager", 200.0, 5.0)):
-        r = bench.base_row(variant, 1, 512, "bf16")
+        r = brows.base_row(variant, 1, 512, "bf16")
         r.update(tokens_per_s_median=tps, tokens_per_s_min=tps, tokens_per_s_max=tps,
                  step_ms=step)
         rows.append(r)
-    rows.append(bench.skipped_row("hf-eager", 4, 512, "bf16", "no CUDA"))
-    rows.append(bench.failed_row("naive", 4, 512, "bf16", "exit 4"))
-    df = bench.summarize(rows, cfg, copy_gbps=3000.0)
+    rows.append(brows.skipped_row("hf-eager", 4, 512, "bf16", "no CUDA"))
+    rows.append(brows.failed_row("naive", 4, 512, "bf16", "exit 4"))
+    df = brows.summarize(rows, cfg, copy_gbps=3000.0)
     assert list(zip(df["variant"], df["batch"])) == [
         ("naive", 1), ("optimized", 1), ("hf-eager", 1), ("hf-compiled", 1), ("naive", 4),
         ("hf-eager", 4)]
@@ -332,12 +342,12 @@ def test_summarize_ratios_and_floor():
     skipped = df[(df["batch"] == 4) & (df["variant"] == "hf-eager")].iloc[0]
     assert skipped["status"] == "skipped" and pd.isna(skipped["floor_pct"])
     assert pd.isna(skipped["vs_naive"])
-    text = bench.format_table(df)
+    text = views.bench_table(df)
     assert "1000.0 (1000.0–1000.0)" in text and "10.00x" in text and "1.25x" in text
     assert "skipped: no CUDA" in text and "failed: exit 4" in text
     assert "% of floor" in text and "vs HF compiled" in text
     # No copy bandwidth: no floor percentage, ratios still there.
-    df = bench.summarize(rows, cfg, copy_gbps=None)
+    df = brows.summarize(rows, cfg, copy_gbps=None)
     assert df["floor_pct"].isna().all() and df["vs_naive"].notna().sum() == 4
 
 
@@ -362,11 +372,11 @@ def fake_hf(monkeypatch):
         calls.append(dict(checkpoint=checkpoint, batches=batches, gen=gen, precision=precision,
                           warmup=warmup, repeat=repeat, compile=compile))
         rows = []
-        for variant, speed in ((bench.HF_EAGER, 50.0), (bench.HF_COMPILED, 400.0)):
-            if variant == bench.HF_COMPILED and not compile:
+        for variant, speed in ((names.HF_EAGER, 50.0), (names.HF_COMPILED, 400.0)):
+            if variant == names.HF_COMPILED and not compile:
                 continue
             for b in batches:
-                r = bench.base_row(variant, b, gen, precision)
+                r = brows.base_row(variant, b, gen, precision)
                 tps = speed * b
                 r.update(tokens_per_s_median=tps, tokens_per_s_min=tps * 0.9,
                          tokens_per_s_max=tps * 1.1, step_ms=b / tps * 1e3,
@@ -376,8 +386,8 @@ def fake_hf(monkeypatch):
                     kw["on_row"](r, {"transformers": "fake"})
         return rows, {"transformers": "fake"}
 
-    monkeypatch.setattr(bench, "run_hf", run_hf)
-    monkeypatch.setattr(bench, "measure_copy_bandwidth", lambda **kw: {
+    monkeypatch.setattr(brun, "run_hf", run_hf)
+    monkeypatch.setattr(brun, "measure_copy_bandwidth", lambda **kw: {
         "gbps": 3000.0, "gbps_min": 2990.0, "gbps_max": 3010.0, "nbytes": 1 << 30, "repeat": 20,
         "device": "Fake GPU 80GB"})
     return calls
@@ -441,11 +451,14 @@ def test_bench_table_csv_json(runner, fake_engine, fake_hf, tmp_path):
     assert list(meta)[-3:] == ["gpu", "finished", "complete"]
     assert len(data["rows"]) == 10 and data["rows"][2]["variant"] == "optimized"
     assert (out / "table.txt").read_text().startswith("GPU: Fake GPU 80GB")
-    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "table.txt"]
+    # the store's record next to its views, and the plot (tokens/s, % of floor) where matplotlib is
+    assert sorted(p.name for p in out.iterdir() if p.name != "tokens_per_s.png") == [
+        "results.csv", "results.json", "results.jsonl", "table.txt"]
+    assert (out / "tokens_per_s.png").exists() == (importlib.util.find_spec("matplotlib") is not None)
 
 
 def test_bench_default_out_dir_and_options(runner, fake_engine, fake_hf, tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "repo_root", lambda: tmp_path)
+    monkeypatch.setattr(report, "repo_root", lambda: tmp_path)
     res = runner.invoke(cli, ["bench", "-b", "2", "-n", "4", "--variants", "optimized,naive",
                               "--no-hf-compile", "--copy-gbps", "2000"])
     assert res.exit_code == 0, res.output
@@ -458,9 +471,9 @@ def test_bench_default_out_dir_and_options(runner, fake_engine, fake_hf, tmp_pat
     assert [r["variant"] for r in data["rows"]] == ["naive", "optimized", "hf-eager"]
     assert "copy bandwidth: 2000 GB/s" in res.output
     # a second run gets its own folder
-    monkeypatch.setattr(bench.time, "strftime", lambda fmt: "20260101-000000")
-    bench.results_dir(tmp_path / "x").mkdir(parents=True)
-    assert bench.results_dir(tmp_path / "x").name == "20260101-000000-2"
+    monkeypatch.setattr(report.time, "strftime", lambda fmt: "20260101-000000")
+    report.results_dir(tmp_path / "x").mkdir(parents=True)
+    assert report.results_dir(tmp_path / "x").name == "20260101-000000-2"
 
 
 def test_bench_no_hf(runner, fake_engine, fake_hf, tmp_path):
@@ -474,11 +487,11 @@ def test_bench_without_cuda_skips_hf_rows(runner, fake_engine, tmp_path, monkeyp
     """No GPU for torch: the engine rows still run, the Hugging Face rows say why they were
     skipped, no copy bandwidth means no % of floor; exit 0 (nothing failed)."""
     def no_copy(**kw):
-        raise bench.BenchError("CUDA is not available to torch 9.9+cpu")
+        raise BenchError("CUDA is not available to torch 9.9+cpu")
 
-    monkeypatch.setattr(bench, "hf_unavailable_reason",
+    monkeypatch.setattr(hf_peer, "hf_unavailable_reason",
                         lambda device="cuda": "CUDA is not available to torch 9.9+cpu")
-    monkeypatch.setattr(bench, "measure_copy_bandwidth", no_copy)
+    monkeypatch.setattr(brun, "measure_copy_bandwidth", no_copy)
     res = runner.invoke(cli, ["bench", "-b", "1", "-n", "8", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "skipped: CUDA is not available to torch 9.9+cpu" in res.output
@@ -507,9 +520,9 @@ def test_bench_engine_failure_is_a_row_and_exit_1(runner, fake_engine, fake_hf, 
 
 def test_bench_without_gpu_or_cc(runner, fake_engine, tmp_path, monkeypatch):
     monkeypatch.setattr(build_mod, "detect_cc", lambda: (None, "nvidia-smi not found on PATH"))
-    monkeypatch.setattr(bench, "hf_unavailable_reason", lambda device="cuda": "no CUDA here")
-    monkeypatch.setattr(bench, "measure_copy_bandwidth",
-                        lambda **kw: (_ for _ in ()).throw(bench.BenchError("no CUDA here")))
+    monkeypatch.setattr(hf_peer, "hf_unavailable_reason", lambda device="cuda": "no CUDA here")
+    monkeypatch.setattr(brun, "measure_copy_bandwidth",
+                        lambda **kw: (_ for _ in ()).throw(BenchError("no CUDA here")))
     res = runner.invoke(cli, ["bench", "-b", "1", "-n", "8", "--out", str(tmp_path)])
     assert res.exit_code == 1 and fake_engine.calls() == []
     assert "nvidia-smi not found on PATH" in res.output and "--cc" in res.output
@@ -543,9 +556,9 @@ def test_bench_bad_variants(runner, fake_engine, variants, words):
 
 
 def test_parse_variants():
-    assert bench.parse_variants(" Optimized , naive,naive") == ["optimized", "naive"]
+    assert brun.parse_variants(" Optimized , naive,naive") == ["optimized", "naive"]
     with pytest.raises(ValueError):
-        bench.parse_variants("")
+        brun.parse_variants("")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -562,7 +575,7 @@ def test_bench_results_written_after_every_row(fake_engine, fake_hf, tmp_path, m
     The engine rows are checked on disk while the next row is being made."""
     out = tmp_path / "o"
     seen = []  # (rows on disk, complete) at each write
-    real_write = bench.write_results
+    real_write = brun.write_results
 
     def spy(out_dir, df, meta, table):
         paths = real_write(out_dir, df, meta, table)
@@ -571,18 +584,18 @@ def test_bench_results_written_after_every_row(fake_engine, fake_hf, tmp_path, m
         seen.append((len(on_disk), data["meta"]["complete"]))
         return paths
 
-    monkeypatch.setattr(bench, "write_results", spy)
+    monkeypatch.setattr(brun, "write_results", spy)
     on_disk_at_engine_row = []
-    real_engine_row = bench.engine_row
+    real_engine_row = brun.engine_row
 
     def engine_row(r):
         on_disk_at_engine_row.append(list(pd.read_csv(out / "results.csv")["variant"]))
         return real_engine_row(r)
 
-    monkeypatch.setattr(bench, "engine_row", engine_row)
+    monkeypatch.setattr(brun, "engine_row", engine_row)
     logs = []
-    opts = bench.BenchOptions(batches=(1,), gen=4, out=str(out))
-    res = bench.run_bench(opts, log=logs.append)
+    opts = brun.BenchOptions(batches=(1,), gen=4, out=str(out))
+    res = brun.run_bench(opts, log=logs.append)
     assert on_disk_at_engine_row == [[], ["naive"], ["naive", "kvonly"]]
     counts = [n for n, _ in seen]
     assert counts == sorted(counts) and set(counts) == set(range(6))  # 3 engine + 2 HF rows
@@ -594,7 +607,7 @@ def test_bench_results_written_after_every_row(fake_engine, fake_hf, tmp_path, m
 def test_bench_interrupted_in_the_engine_rows(fake_engine, fake_hf, tmp_path, monkeypatch):
     """KeyboardInterrupt while the second row is made: the first is on disk, complete false."""
     out = tmp_path / "o"
-    real_engine_row, made = bench.engine_row, []
+    real_engine_row, made = brun.engine_row, []
 
     def engine_row(r):
         if made:
@@ -602,11 +615,11 @@ def test_bench_interrupted_in_the_engine_rows(fake_engine, fake_hf, tmp_path, mo
         made.append(r)
         return real_engine_row(r)
 
-    monkeypatch.setattr(bench, "engine_row", engine_row)
+    monkeypatch.setattr(brun, "engine_row", engine_row)
     logs = []
-    opts = bench.BenchOptions(batches=(1, 4), gen=8, out=str(out))
+    opts = brun.BenchOptions(batches=(1, 4), gen=8, out=str(out))
     with pytest.raises(KeyboardInterrupt):
-        bench.run_bench(opts, log=logs.append)
+        brun.run_bench(opts, log=logs.append)
     df, data = read_results(out)
     assert list(zip(df["variant"], df["batch"], df["status"])) == [("naive", 1, "ok")]
     assert df["tokens_per_s_median"].iloc[0] > 0 and df["gpu"].iloc[0] == "Fake GPU 80GB"
@@ -617,7 +630,8 @@ def test_bench_interrupted_in_the_engine_rows(fake_engine, fake_hf, tmp_path, mo
     table = (out / "table.txt").read_text()
     assert table.startswith("PARTIAL RESULTS") and "naive" in table and "kvonly" not in table
     assert fake_hf == []  # nothing after the interruption ran
-    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "table.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json", "results.jsonl",
+                                                    "table.txt"]  # no plot before the end
     assert logs[-1].startswith(f"interrupted: the 1 rows finished so far are in {out}")
 
 
@@ -628,16 +642,16 @@ def test_bench_interrupted_in_the_hf_rows(fake_engine, tmp_path, monkeypatch):
                **kw):
         info = {"transformers": "fake", "hf_attn_implementation": "sdpa"}
         for b in batches:
-            r = bench.base_row(bench.HF_EAGER, b, gen, precision)
+            r = brows.base_row(names.HF_EAGER, b, gen, precision)
             r.update(tokens_per_s_median=90.0 * b, step_ms=1e3 / 90.0, gpu="Fake GPU 80GB")
             on_row(r, info)
         raise KeyboardInterrupt  # the first hf-compiled generate never returns
 
-    monkeypatch.setattr(bench, "run_hf", run_hf)
+    monkeypatch.setattr(brun, "run_hf", run_hf)
     out = tmp_path / "o"
-    opts = bench.BenchOptions(batches=(1, 4), gen=8, out=str(out), copy_gbps=3000.0)
+    opts = brun.BenchOptions(batches=(1, 4), gen=8, out=str(out), copy_gbps=3000.0)
     with pytest.raises(KeyboardInterrupt):
-        bench.run_bench(opts, log=lambda m: None)
+        brun.run_bench(opts, log=lambda m: None)
     df, data = read_results(out)
     assert len(df) == 8 and set(df["status"]) == {"ok"}
     assert list(df[df["variant"] == "hf-eager"]["batch"]) == [1, 4]
@@ -654,7 +668,7 @@ def test_bench_interrupted_in_the_hf_rows(fake_engine, tmp_path, monkeypatch):
 
 def test_bench_cli_interrupted(runner, fake_engine, fake_hf, tmp_path, monkeypatch):
     """Through the command: Ctrl-C after the first row still leaves it on disk."""
-    real, calls = bench.engine_row, []
+    real, calls = brun.engine_row, []
 
     def engine_row(r):
         calls.append(r)
@@ -662,7 +676,7 @@ def test_bench_cli_interrupted(runner, fake_engine, fake_hf, tmp_path, monkeypat
             raise KeyboardInterrupt
         return real(r)
 
-    monkeypatch.setattr(bench, "engine_row", engine_row)
+    monkeypatch.setattr(brun, "engine_row", engine_row)
     out = tmp_path / "o"
     res = runner.invoke(cli, ["bench", "-b", "1", "-n", "4", "--out", str(out)])
     assert res.exit_code != 0
@@ -673,17 +687,17 @@ def test_bench_cli_interrupted(runner, fake_engine, fake_hf, tmp_path, monkeypat
 
 def test_write_atomic(tmp_path, monkeypatch):
     path = tmp_path / "results.json"
-    ck.atomic_write_text(path, "old\n")
+    atomic.atomic_write_text(path, "old\n")
     assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == [path.name]
-    ck.atomic_write_text(path, "new\n")
+    atomic.atomic_write_text(path, "new\n")
     assert path.read_text() == "new\n"
 
     def broken_replace(src, dst):
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(ck.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk on fire"):
-        ck.atomic_write_text(path, "newer\n")
+        atomic.atomic_write_text(path, "newer\n")
     assert path.read_text() == "new\n"  # the old file whole, no temporary file left behind
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
@@ -691,12 +705,12 @@ def test_write_atomic(tmp_path, monkeypatch):
 def test_format_header_partial_and_warmups():
     meta = {"gpu": "G", "precision": "bf16", "prompt_len": 1, "gen": 8, "warmup": 1,
             "repeat": 3, "hf_warmup": 0, "complete": False}
-    text = bench.format_header(meta)
+    text = report.format_header(meta)
     assert text.startswith("PARTIAL RESULTS")
     assert "Hugging Face: warm-up 0 eager / 0 compiled" in text
     assert "copy bandwidth: unknown (not measured yet)" in text
     meta.update(complete=True, hf_warmup=5)
-    text = bench.format_header(meta)
+    text = report.format_header(meta)
     assert text.startswith("GPU: G;") and "warm-up 1 eager / 5 compiled" in text
 
 
@@ -706,7 +720,7 @@ def test_bench_results_from_the_h100_recompute():
     import json
     from pathlib import Path
 
-    from gpt2driver.checkpoint import ModelConfig
+    from gpt2driver.files.checkpoint import ModelConfig
 
     data = json.loads((Path(__file__).parent / "fixtures" / "device" / "bench_h100.json").read_text())
     meta, rows = data["meta"], data["rows"]
@@ -718,7 +732,7 @@ def test_bench_results_from_the_h100_recompute():
     assert cfg.num_parameters == m["num_parameters"]
     keep = ("variant", "batch", "gen", "prompt_len", "precision", "status", "error", "tokens_per_s_median",
             "tokens_per_s_min", "tokens_per_s_max", "step_ms", "total_ms", "reps", "gpu", "wall_s")
-    df = bench.summarize([{k: r[k] for k in keep} for r in rows], cfg, meta["copy_gbps"])
+    df = brows.summarize([{k: r[k] for k in keep} for r in rows], cfg, meta["copy_gbps"])
     got = {(r["variant"], r["batch"]): r for r in df.to_dict("records")}
     for r in rows:
         g = got[(r["variant"], r["batch"])]

@@ -167,7 +167,7 @@ def test_cli_without_gpu(builds, cc, precision):
         bu.assert_error_output(r, 2, "--gen")
         r = bu.run_exe(exe, "-e", "x.bin", "--top-p", "1.5", timeout=60, expect=None)
         bu.assert_error_output(r, 2, "--top-p")
-        if prog != "optimized":  # ablation switches belong to optimized alone
+        if prog in ("naive", "kvonly"):  # ablation switches: optimized, validate and profile only
             r = bu.run_exe(exe, "-e", "x.bin", "--no-graph", timeout=60, expect=None)
             bu.assert_error_output(r, 2, "--no-graph")
 

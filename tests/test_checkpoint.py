@@ -1,4 +1,4 @@
-"""Tests of gpt2driver.checkpoint: configs, random init, bf16, file I/O, validation, HF import."""
+"""Tests of gpt2driver.files (checkpoint, convert, models): configs, random init, bf16, file I/O, validation, HF import."""
 
 import json
 import math
@@ -9,8 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from gpt2driver import checkpoint as ck
-from gpt2driver.checkpoint import CheckpointError, ModelConfig
+from gpt2driver.files import checkpoint as ck
+from gpt2driver.files import convert, models
+from gpt2driver.files.checkpoint import CheckpointError, ModelConfig
 
 TINY = ModelConfig.custom(layers=2, heads=2, channels=8, max_seq_len=16, vocab_size=100)
 
@@ -431,43 +432,43 @@ def check_converted(path, hf, max_seq_len=16):
 @pytest.mark.parametrize("prefix", ["", "transformer."])
 def test_convert_hf_directory(tmp_path, prefix):
     hf = make_hf_model(tmp_path / "hf", prefix=prefix)
-    cfg = ck.convert_hf(tmp_path / "hf", tmp_path / "out.bin")
+    cfg = convert.convert_hf(tmp_path / "hf", tmp_path / "out.bin")
     assert cfg.num_heads == 2
     check_converted(tmp_path / "out.bin", hf)
 
 
 def test_convert_hf_bf16_and_max_seq_len(tmp_path):
     hf = make_hf_model(tmp_path / "hf", dtype=np.float16)
-    ck.convert_hf(tmp_path / "hf", tmp_path / "out.bin", dtype="bf16", max_seq_len=8)
+    convert.convert_hf(tmp_path / "hf", tmp_path / "out.bin", dtype="bf16", max_seq_len=8)
     cfg, p, dtype = ck.read_checkpoint(tmp_path / "out.bin")
     assert dtype == "bf16" and cfg.max_seq_len == 8
     np.testing.assert_array_equal(p["wpe"], bf16_round(hf["wpe.weight"][:8]))
     with pytest.raises(CheckpointError, match="max_seq_len must be in 1..16"):
-        ck.convert_hf(tmp_path / "hf", tmp_path / "bad.bin", max_seq_len=17)
+        convert.convert_hf(tmp_path / "hf", tmp_path / "bad.bin", max_seq_len=17)
 
 
 def test_convert_hf_file_without_config_infers_shape(tmp_path):
     hf = make_hf_model(tmp_path / "hf", with_config=False)
     src = tmp_path / "hf" / "model.safetensors"
-    cfg = ck.convert_hf(src, tmp_path / "a.bin")
+    cfg = convert.convert_hf(src, tmp_path / "a.bin")
     assert cfg.num_heads == 1  # channels // 64, at least 1
-    cfg = ck.convert_hf(src, tmp_path / "b.bin", num_heads=2)
+    cfg = convert.convert_hf(src, tmp_path / "b.bin", num_heads=2)
     check_converted(tmp_path / "b.bin", hf)
 
 
 def test_convert_hf_errors(tmp_path):
     make_hf_model(tmp_path / "hf")
     with pytest.raises(CheckpointError, match="not found"):
-        ck.convert_hf(tmp_path / "missing", tmp_path / "out.bin")
+        convert.convert_hf(tmp_path / "missing", tmp_path / "out.bin")
     (tmp_path / "hf" / "config.json").write_text(json.dumps({**HF, "n_layer": 3}))
     with pytest.raises(CheckpointError, match="'h.2.ln_1.weight' not found"):
-        ck.convert_hf(tmp_path / "hf", tmp_path / "out.bin")
+        convert.convert_hf(tmp_path / "hf", tmp_path / "out.bin")
     (tmp_path / "hf" / "config.json").write_text(json.dumps({**HF, "n_embd": 16}))
     with pytest.raises(CheckpointError, match="expected shape"):
-        ck.convert_hf(tmp_path / "hf", tmp_path / "out.bin")
+        convert.convert_hf(tmp_path / "hf", tmp_path / "out.bin")
     (tmp_path / "hf" / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="config.json"):
-        ck.convert_hf(tmp_path / "hf", tmp_path / "out.bin")
+        convert.convert_hf(tmp_path / "hf", tmp_path / "out.bin")
     assert not (tmp_path / "out.bin").exists()
 
 
@@ -476,7 +477,7 @@ def test_convert_hf_without_safetensors_names_the_package(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
     monkeypatch.setitem(sys.modules, "safetensors", None)
     with pytest.raises(CheckpointError, match="pip install safetensors"):
-        ck.convert_hf(tmp_path, tmp_path / "out.bin")
+        convert.convert_hf(tmp_path, tmp_path / "out.bin")
 
 
 # ------------------------------------------------------------------------------- default model
@@ -484,32 +485,32 @@ def test_convert_hf_without_safetensors_names_the_package(tmp_path, monkeypatch)
 
 def test_default_model_path_uses_home(tmp_path, monkeypatch):
     monkeypatch.setenv("GPT2DRIVER_HOME", str(tmp_path))
-    assert ck.default_model_path("BF16") == tmp_path / "models" / "gpt2_124M_random_bf16.bin"
-    assert ck.default_model_path("FP16") == tmp_path / "models" / "gpt2_124M_random_bf16.bin"
-    assert ck.default_model_path("fp32") == tmp_path / "models" / "gpt2_124M_random_fp32.bin"
+    assert models.default_model_path("BF16") == tmp_path / "models" / "gpt2_124M_random_bf16.bin"
+    assert models.default_model_path("FP16") == tmp_path / "models" / "gpt2_124M_random_bf16.bin"
+    assert models.default_model_path("fp32") == tmp_path / "models" / "gpt2_124M_random_fp32.bin"
     with pytest.raises(CheckpointError, match="unknown precision"):
-        ck.default_model_path("int8")
+        models.default_model_path("int8")
 
 
 def test_default_home_is_user_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("GPT2DRIVER_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert ck.default_model_path("FP32") == (
+    assert models.default_model_path("FP32") == (
         tmp_path / ".cache" / "gpt2driver" / "models" / "gpt2_124M_random_fp32.bin")
 
 
 def test_ensure_default_model_creates_once_and_repairs(tmp_path, monkeypatch):
     monkeypatch.setenv("GPT2DRIVER_HOME", str(tmp_path))
-    monkeypatch.setattr(ck, "DEFAULT_MODEL_CONFIG", TINY)  # never write 124M in unit tests
-    path = ck.ensure_default_model("BF16")
-    assert path == ck.default_model_path("BF16") and ck.read_header(path) == (TINY, 5)
+    monkeypatch.setattr(models, "DEFAULT_MODEL_CONFIG", TINY)  # never write 124M in unit tests
+    path = models.ensure_default_model("BF16")
+    assert path == models.default_model_path("BF16") and ck.read_header(path) == (TINY, 5)
     _, params, _ = ck.read_checkpoint(path)
     expected = ck.random_params(TINY, seed=0)["qkvw"]
     np.testing.assert_array_equal(params["qkvw"], bf16_round(expected))
     stamp = path.stat().st_mtime_ns, path.stat().st_ino
-    assert ck.ensure_default_model("FP16") == path
+    assert models.ensure_default_model("FP16") == path
     assert (path.stat().st_mtime_ns, path.stat().st_ino) == stamp  # not rewritten
     path.write_bytes(path.read_bytes()[:-2])                            # corrupt it
-    assert ck.read_header(ck.ensure_default_model("BF16")) == (TINY, 5)
-    fp32 = ck.ensure_default_model("FP32")
+    assert ck.read_header(models.ensure_default_model("BF16")) == (TINY, 5)
+    fp32 = models.ensure_default_model("FP32")
     assert fp32.name == "gpt2_124M_random_fp32.bin" and ck.read_header(fp32) == (TINY, 3)

@@ -4,9 +4,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from gpt2driver import build as build_mod
-from gpt2driver import profiling
 from gpt2driver.cli import cli, main
+from gpt2driver.engine import build as build_mod
+from gpt2driver.profilers import common as profiling
 
 
 def all_commands(group=cli, prefix=()):
@@ -83,7 +83,7 @@ def test_build_reports(runner, monkeypatch, tmp_path):
 
 
 def test_run_prints_text_and_speed(runner, fake_engine, monkeypatch):
-    import gpt2driver.tokenizer as tok
+    import gpt2driver.files.tokenizer as tok
 
     monkeypatch.setattr(tok, "get_encoding", lambda path=None: FakeEncoding())
     res = runner.invoke(cli, ["run", "--prompt", "Hi", "-b", "2", "-n", "3", "--variant", "kvonly"])
@@ -96,7 +96,7 @@ def test_run_prints_text_and_speed(runner, fake_engine, monkeypatch):
 
 
 def test_run_json_and_sampling(runner, fake_engine, monkeypatch):
-    import gpt2driver.tokenizer as tok
+    import gpt2driver.files.tokenizer as tok
 
     def no_tokenizer(path=None):
         raise tok.TokenizerError("no network")
@@ -174,12 +174,12 @@ def test_sweep_runs_a_config(runner, fake_engine, tmp_path):
 
 
 def test_sweep_ctrl_c_exits_130(runner, fake_engine, tmp_path, monkeypatch):
-    from gpt2driver import sweep as sweep_mod
+    from gpt2driver.experiments import pointrunner
 
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep_mod, "run_binary", interrupted)
+    monkeypatch.setattr(pointrunner, "run_binary", interrupted)
     res = runner.invoke(cli, ["sweep", "--out", str(tmp_path / "r")])
     assert res.exit_code == 130 and "rerun the same command to resume" in res.output
 
@@ -189,7 +189,7 @@ def test_sweep_config_errors(runner, tmp_path):
     bad.write_text("name: bad\nprecision: [BF8]\n")
     res = runner.invoke(cli, ["sweep", "--config", str(bad)])
     assert res.exit_code == 1 and "precision: 'BF8' is not one of FP32, FP16, BF16" in res.output
-    from gpt2driver.configs import config_path
+    from gpt2driver.experiments.configs import config_path
 
     res = runner.invoke(cli, ["sweep", "--config", str(config_path("profile"))])
     assert res.exit_code == 1 and "gpt2driver profile --config" in res.output
@@ -215,7 +215,7 @@ def test_profile_tools_not_installed(runner, fake_engine, monkeypatch):
 
 def test_profile_config_and_installed_tool(runner, fake_engine, monkeypatch, tmp_path):
     """The config's tool (ncu) is used: with a found-but-missing ncu the run fails naming it."""
-    from gpt2driver.configs import config_path
+    from gpt2driver.experiments.configs import config_path
 
     monkeypatch.setattr(profiling.shutil, "which", lambda tool: f"/opt/{tool}")
     res = runner.invoke(cli, ["profile", "--config", str(config_path("profile")), "--out", str(tmp_path)])

@@ -1,7 +1,8 @@
 import pytest
 
-from gpt2driver.configs import (ConfigError, configs_dir, default_config, expand, load_config,
-                                parse_config, point_id)
+from gpt2driver.experiments.configs import (ConfigError, configs_dir, default_config, load_config,
+                                            parse_config)
+from gpt2driver.experiments.points import expand, point_id
 
 ALL_CONFIGS = sorted(configs_dir().glob("*.yaml"))
 
@@ -97,7 +98,7 @@ def test_too_long_for_the_context():
 
 
 def test_config_with_a_model_file(tmp_path):
-    from gpt2driver.checkpoint import ModelConfig, make_random_checkpoint
+    from gpt2driver.files.checkpoint import ModelConfig, make_random_checkpoint
 
     ck = tmp_path / "tiny.bin"
     make_random_checkpoint(ck, ModelConfig.custom(1, 2, 8, max_seq_len=64, vocab_size=300), dtype="fp32")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from gpt2driver import protocol
-from gpt2driver.runner import RunError, run_binary
+from gpt2driver.engine.runner import run_binary
+from gpt2driver.errors import RunError
 
 DEV = Path(__file__).parent / "fixtures" / "device"
 

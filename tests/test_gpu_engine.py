@@ -33,8 +33,8 @@ pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
 import reference as ref  # noqa: E402  (needs torch)
-from gpt2driver import checkpoint as ck  # noqa: E402
-from gpt2driver.checkpoint import ModelConfig  # noqa: E402
+from gpt2driver.files import checkpoint as ck  # noqa: E402
+from gpt2driver.files.checkpoint import ModelConfig  # noqa: E402
 
 PRECISIONS = ("FP32", "FP16", "BF16")
 REL_TOL = {"FP32": 1e-4, "FP16": 1e-2, "BF16": 2e-2}

@@ -1,5 +1,5 @@
 """The engine's C++ checkpoint and tokenizer loaders, run on the host through build/host/loadcheck,
-on files written by gpt2driver.checkpoint / gpt2driver.tokenizer.
+on files written by gpt2driver.files.checkpoint / gpt2driver.files.tokenizer.
 
 loadcheck prints ``checkpoint``, ``load``, ``tokenizer`` and ``done`` result lines (docs/protocol.md
 format); bad files exit 3 and bad command lines exit 2, each with one ``error: ...`` line on stderr
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import buildutil as bu
-from gpt2driver import checkpoint as ck
-from gpt2driver import tokenizer as tz
-from gpt2driver.checkpoint import ModelConfig
+from gpt2driver.files import checkpoint as ck
+from gpt2driver.files import tokenizer as tz
+from gpt2driver.files.checkpoint import ModelConfig
 
 TINY = ModelConfig.custom(layers=2, heads=2, channels=32, max_seq_len=16, vocab_size=100)
 TINY_TOKENS = [bytes([65 + i % 26]) * (1 + i % 5) + str(i).encode() for i in range(TINY.vocab_size)]

@@ -1,4 +1,4 @@
-"""gpt2driver.profiling and the ``profile`` command on the CPU: command lines, the nsys / ncu / builtin
+"""gpt2driver.profilers and the ``profile`` command on the CPU: command lines, the nsys / ncu / builtin
 parsers against documented (tests/fixtures/profiling/) and captured (tests/fixtures/device/) outputs, and
 every error path through stand-in ``nsys`` / ``ncu`` executables put first on PATH."""
 
@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import FIXTURES, write_script
-from gpt2driver import profiling as P
+from gpt2driver import profilers as P
 from gpt2driver.cli import cli
+from gpt2driver.errors import RunError
 from gpt2driver.protocol import parse_output
-from gpt2driver.runner import RunError
 
 PROF = FIXTURES / "profiling"
 DEV = FIXTURES / "device"
@@ -578,7 +578,7 @@ def test_cli_ncu(runner, profilers, tmp_path):
 
 
 def test_cli_ncu_by_stage_and_config(runner, profilers):
-    from gpt2driver.configs import config_path
+    from gpt2driver.experiments.configs import config_path
 
     res = runner.invoke(cli, ["profile", "--config", str(config_path("profile")), "-b", "2", "--by", "stage",
                               "--out", str(profilers.out)])

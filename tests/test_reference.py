@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import reference as ref  # noqa: E402
-from gpt2driver import checkpoint as ck  # noqa: E402
-from gpt2driver.checkpoint import ModelConfig  # noqa: E402
+from gpt2driver.files import checkpoint as ck  # noqa: E402
+from gpt2driver.files.checkpoint import ModelConfig  # noqa: E402
 
 CFG = ModelConfig.custom(layers=2, heads=4, channels=32, max_seq_len=16, vocab_size=100)
 

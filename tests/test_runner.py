@@ -5,8 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from gpt2driver import runner
-from gpt2driver.runner import RunError, build_dir, engine_args, run_binary
+from gpt2driver import paths
+from gpt2driver.engine import build as build_mod
+from gpt2driver.engine import runner
+from gpt2driver.engine.build import build_dir
+from gpt2driver.engine.runner import engine_args, run_binary
+from gpt2driver.errors import RunError
+from gpt2driver.names import PROGRAMS
 
 VALID = '''
 print("naive: hello")
@@ -158,19 +163,19 @@ def test_keyboard_interrupt_kills_child(make_script, tmp_path, monkeypatch):
 
 def test_build_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("GPT2DRIVER_BUILD_DIR", raising=False)
-    assert build_dir(90, "bf16") == runner.repo_root() / "build" / "sm90_bf16"
+    assert build_dir(90, "bf16") == paths.repo_root() / "build" / "sm90_bf16"
     assert build_dir(80, "FP32").name == "sm80_fp32"
     monkeypatch.setenv("GPT2DRIVER_BUILD_DIR", str(tmp_path))
     assert build_dir(90, "FP16") == tmp_path / "sm90_fp16"
-    assert runner.binary_path("kvonly", 90, "bf16") == tmp_path / "sm90_bf16" / "kvonly"
+    assert build_mod.binary_path("kvonly", 90, "bf16") == tmp_path / "sm90_bf16" / "kvonly"
     with pytest.raises(ValueError, match="precision"):
         build_dir(90, "int8")
     with pytest.raises(ValueError, match="program"):
-        runner.binary_path("turbo", 90, "bf16")
+        build_mod.binary_path("turbo", 90, "bf16")
 
 
 def test_repo_root_holds_the_package():
-    assert (runner.repo_root() / "gpt2driver" / "runner.py").is_file()
+    assert (paths.repo_root() / "gpt2driver" / "engine" / "runner.py").is_file()
 
 
 def test_engine_args():
@@ -224,7 +229,6 @@ def fake_path(tmp_path, monkeypatch):
 
 def test_make_build(fake_path, tmp_path, monkeypatch):
     from conftest import write_script
-    from gpt2driver import build as build_mod
 
     write_script(fake_path / "make", FAKE_MAKE)
     log = tmp_path / "make.log"
@@ -232,7 +236,7 @@ def test_make_build(fake_path, tmp_path, monkeypatch):
     monkeypatch.setenv("GPT2DRIVER_BUILD_DIR", str(tmp_path / "b"))
     monkeypatch.setenv("CUBLAS_HOME", "/opt/cublas")
     res = build_mod.make_build(90, "bf16", jobs=2, quiet=True)
-    assert res.path == tmp_path / "b" / "sm90_bf16" and res.rebuilt == list(runner.PROGRAMS)
+    assert res.path == tmp_path / "b" / "sm90_bf16" and res.rebuilt == list(PROGRAMS)
     assert "fake" in res.output
     assert log.read_text().split() == ["GPU_COMPUTE_CAPABILITY=90", "PRECISION=BF16", "-j2",
                                        f"BUILD_ROOT={tmp_path / 'b'}"]
@@ -246,7 +250,6 @@ def test_make_build(fake_path, tmp_path, monkeypatch):
 
 
 def test_make_missing(monkeypatch, tmp_path):
-    from gpt2driver import build as build_mod
 
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(build_mod.BuildError, match="make not found"):
@@ -263,14 +266,14 @@ def test_make_missing(monkeypatch, tmp_path):
 ])
 def test_detect_cc(fake_path, output, rc, expected):
     from conftest import write_script
-    from gpt2driver.build import detect_cc
+    from gpt2driver.engine.build import detect_cc
 
     write_script(fake_path / "nvidia-smi", f"import sys\nsys.stdout.write({output!r})\nsys.exit({rc})\n")
     assert detect_cc() == expected
 
 
 def test_detect_cc_without_nvidia_smi(monkeypatch, tmp_path):
-    from gpt2driver.build import detect_cc
+    from gpt2driver.engine.build import detect_cc
 
     monkeypatch.setenv("PATH", str(tmp_path))
     cc, reason = detect_cc()
@@ -281,7 +284,6 @@ def test_find_cublas(monkeypatch, tmp_path):
     import sys
     import types
 
-    from gpt2driver import build as build_mod
 
     (tmp_path / "nvidia" / "cu13" / "include").mkdir(parents=True)
     (tmp_path / "nvidia" / "cu13" / "lib").mkdir()

@@ -20,12 +20,17 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from gpt2driver import scaleout
-from gpt2driver import sweep as sweep_mod
 from gpt2driver.cli import cli
-from gpt2driver.configs import expand, parse_config
-from gpt2driver.runner import PROGRAMS
-from gpt2driver.sweep import ResultsStore, SweepError, SweepInterrupted, run_sweep
+from gpt2driver.errors import SweepError, SweepInterrupted
+from gpt2driver.experiments.configs import parse_config
+from gpt2driver.experiments.executors import local, slurm_cmd, slurm_jobs
+from gpt2driver.experiments.executors import shard as shard_task
+from gpt2driver.experiments.executors import slurm as slurm_exec
+from gpt2driver.experiments.points import expand
+from gpt2driver.experiments.store import ResultsStore
+from gpt2driver.experiments.sweep import run_sweep
+from gpt2driver.names import PROGRAMS
+from gpt2driver.tables.rows import make_row
 
 SLURM_SCRIPTS = Path(__file__).parent / "slurm"
 
@@ -112,7 +117,7 @@ def jsonl_rows(path: Path):
 
 @pytest.fixture
 def two_gpus(monkeypatch):
-    monkeypatch.setattr(scaleout, "list_gpus", lambda: [(0, "Fake GPU 80GB"), (1, "Fake GPU 80GB")])
+    monkeypatch.setattr(local, "list_gpus", lambda: [(0, "Fake GPU 80GB"), (1, "Fake GPU 80GB")])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -127,22 +132,22 @@ def test_list_gpus_reads_nvidia_smi(make_script, tmp_path, monkeypatch):
         print("GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-99)")
     ''')
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    assert scaleout.list_gpus() == [(0, "NVIDIA H100 80GB HBM3"), (1, "NVIDIA A100-SXM4-40GB")]
-    assert scaleout.parse_gpus("all") == [0, 1]
-    assert scaleout.parse_gpus(" 1 ") == [1]
-    assert scaleout.parse_gpus("1,0") == [1, 0]
+    assert local.list_gpus() == [(0, "NVIDIA H100 80GB HBM3"), (1, "NVIDIA A100-SXM4-40GB")]
+    assert local.parse_gpus("all") == [0, 1]
+    assert local.parse_gpus(" 1 ") == [1]
+    assert local.parse_gpus("1,0") == [1, 0]
     with pytest.raises(SweepError, match="GPU 2 is not listed.*0 \\(NVIDIA H100"):
-        scaleout.parse_gpus("0,2")
+        local.parse_gpus("0,2")
     with pytest.raises(SweepError, match="listed twice"):
-        scaleout.parse_gpus("0,0")
+        local.parse_gpus("0,0")
     with pytest.raises(SweepError, match="expected 'all' or GPU indices"):
-        scaleout.parse_gpus("first")
+        local.parse_gpus("first")
 
 
 def test_list_gpus_without_nvidia_smi(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SweepError, match="nvidia-smi not found"):
-        scaleout.parse_gpus("all")
+        local.parse_gpus("all")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -279,36 +284,36 @@ def test_cli_sweep_gpus_and_option_checks(stub_engine, two_gpus, tmp_path):
 
 def test_make_shards_keeps_groups_together():
     points = expand(small_config(batch=[1, 2, 4, 8, 16]))
-    shards = scaleout.make_shards(points)
+    shards = slurm_jobs.make_shards(points)
     assert len(shards) == 5 and all(len(s) == 3 for s in shards)
     assert all(len({p["batch"] for p in s}) == 1 for s in shards)
     assert [p["id"] for s in shards for p in s] == [p["id"] for p in points]
-    two = scaleout.make_shards(points, max_tasks=2)
+    two = slurm_jobs.make_shards(points, max_tasks=2)
     assert [len(s) for s in two] == [9, 6]
     assert [p["id"] for s in two for p in s] == [p["id"] for p in points]
-    assert scaleout.make_shards(points, max_tasks=50) == shards
+    assert slurm_jobs.make_shards(points, max_tasks=50) == shards
     # Only some variants left of a group: the group shrinks, it is not merged with another.
     left = [p for p in points if not (p["batch"] == 1 and p["variant"] != "kvonly")]
-    assert [len(s) for s in scaleout.make_shards(left)] == [1, 3, 3, 3, 3]
+    assert [len(s) for s in slurm_jobs.make_shards(left)] == [1, 3, 3, 3, 3]
 
 
 def test_sbatch_args():
-    opts = scaleout.SlurmOptions(partition="gpu", time="00:30:00", max_running=2,
+    opts = slurm_cmd.SlurmOptions(partition="gpu", time="00:30:00", max_running=2,
                                  extra=("account=abc", "--exclusive", "constraint=h100|a100"))
     args = opts.sbatch_args(4, "/r/logs/%A_%a.out", "gpt2driver-x", "/r")
     assert args[:2] == ["--array=0-3%2", "--output=/r/logs/%A_%a.out"]
     assert {"--partition=gpu", "--gres=gpu:1", "--time=00:30:00", "--account=abc", "--exclusive",
             "--constraint=h100|a100", "--chdir=/r"} <= set(args)
     assert not any(a.startswith("--gres") for a in
-                   scaleout.SlurmOptions(gres="none").sbatch_args(1, "l", "j", "/"))
+                   slurm_cmd.SlurmOptions(gres="none").sbatch_args(1, "l", "j", "/"))
     with pytest.raises(SweepError, match="set by gpt2driver"):
-        scaleout.SlurmOptions(extra=("array=0-9",)).sbatch_args(1, "l", "j", "/")
+        slurm_cmd.SlurmOptions(extra=("array=0-9",)).sbatch_args(1, "l", "j", "/")
     with pytest.raises(SweepError, match="KEY=VALUE"):
-        scaleout.SlurmOptions(extra=("=x",)).sbatch_args(1, "l", "j", "/")
+        slurm_cmd.SlurmOptions(extra=("=x",)).sbatch_args(1, "l", "j", "/")
 
 
 def test_shard_outputs_read_complete_lines_once(tmp_path):
-    outs = scaleout.ShardOutputs(tmp_path, {"0": ["a", "b"], "1": ["c"]})
+    outs = slurm_jobs.ShardOutputs(tmp_path, {"0": ["a", "b"], "1": ["c"]})
     assert outs.poll() == []
     with open(tmp_path / "0.jsonl", "w") as f:
         f.write(json.dumps({"id": "a", "status": "ok"}) + "\n" + '{"id": "b", "sta')
@@ -323,19 +328,19 @@ def test_shard_outputs_read_complete_lines_once(tmp_path):
 def test_run_shard_resumes_and_reports(stub_engine, tmp_path, monkeypatch, capsys):
     points = expand(small_config(batch=[4]))
     shard = tmp_path / "shard.json"
-    shard.write_text(json.dumps([scaleout.shard_entry(p, stub_engine.bin_dir, stub_engine.model, 90, 60)
+    shard.write_text(json.dumps([slurm_jobs.shard_entry(p, stub_engine.bin_dir, stub_engine.model, 90, 60)
                                  for p in points]))
     out = tmp_path / "out" / "0.jsonl"
     monkeypatch.setenv("STUB_CRASH", "kvonly:4")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
-    monkeypatch.setattr(scaleout.signal, "signal", lambda *a: None)  # keep pytest's SIGTERM
-    assert scaleout.run_shard(shard, out) == 1
+    monkeypatch.setattr(shard_task.signal, "signal", lambda *a: None)  # keep pytest's SIGTERM
+    assert shard_task.run_shard(shard, out) == 1
     rows = jsonl_rows(out)
     assert [r["status"] for r in rows] == ["ok", "failed", "ok"]
     assert rows[1]["error"].startswith("kvonly was killed by SIGABRT") and rows[0]["gpu_index"] == 3
     assert "simulated crash in decode step 3" in capsys.readouterr().out  # the full error, for the log
     monkeypatch.delenv("STUB_CRASH")
-    assert scaleout.run_shard(shard, out) == 0
+    assert shard_task.run_shard(shard, out) == 0
     assert len(records(stub_engine.record)) == 3  # only the failed point ran again
     assert [r["status"] for r in jsonl_rows(out)] == ["ok", "failed", "ok", "ok"]
 
@@ -348,10 +353,10 @@ def test_final_states_without_accounting(make_script, tmp_path, monkeypatch):
         print("JobId=9 ArrayJobId=7 ArrayTaskId=2-3 JobName=x JobState=PENDING Reason=Resources ExitCode=0:0")
     ''')
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    assert scaleout.final_states("7") == {"0": ("COMPLETED", "0:0"), "1": ("FAILED", "1:0"),
+    assert slurm_cmd.final_states("7") == {"0": ("COMPLETED", "0:0"), "1": ("FAILED", "1:0"),
                                           "2": ("PENDING", "0:0"), "3": ("PENDING", "0:0")}
     make_script("sacct", 'print("7_0|COMPLETED|0:0")\nprint("7_1|CANCELLED by 0|0:15")\n')
-    assert scaleout.final_states("7") == {"0": ("COMPLETED", "0:0"), "1": ("CANCELLED", "0:15")}
+    assert slurm_cmd.final_states("7") == {"0": ("COMPLETED", "0:0"), "1": ("CANCELLED", "0:15")}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -420,7 +425,7 @@ def fake_slurm(tmp_path, monkeypatch):
 
 
 def slurm_sweep(out, poll_s=0.2, **kw):
-    opts = scaleout.SlurmOptions(gres="none", poll_s=poll_s, settle_s=2, max_wait_s=60, **kw)
+    opts = slurm_cmd.SlurmOptions(gres="none", poll_s=poll_s, settle_s=2, max_wait_s=60, **kw)
     return run_sweep(small_config(), out, executor="slurm", slurm=opts)
 
 
@@ -485,7 +490,7 @@ def test_slurm_reattaches_to_a_job_still_running(stub_engine, fake_slurm, tmp_pa
     sub = out / "slurm" / "earlier"
     (sub / "shards").mkdir(parents=True)
     (sub / "logs").mkdir()
-    shards = scaleout.make_shards(points)
+    shards = slurm_jobs.make_shards(points)
     tasks = {str(t): [p["id"] for p in s] for t, s in enumerate(shards)}
     (out / "slurm" / "current.json").write_text(json.dumps({"job_id": "77", "dir": str(sub), "tasks": tasks}))
     # Task 0 finished its three points; task 1 wrote one line and then its node died.
@@ -493,7 +498,7 @@ def test_slurm_reattaches_to_a_job_still_running(stub_engine, fake_slurm, tmp_pa
         (sub / "shards" / f"{t}.json").write_text(json.dumps(shard))
         with open(sub / "shards" / f"{t}.jsonl", "a") as f:
             for p in shard[:3 if t == 0 else 1]:
-                f.write(json.dumps({**sweep_mod.make_row(p), "gpu": "Fake GPU 80GB"}) + "\n")
+                f.write(json.dumps({**make_row(p), "gpu": "Fake GPU 80GB"}) + "\n")
     (sub / "logs" / "77_1.out").write_text("gpt2driver shard ...\nslurmstepd: error: *** NODE FAILURE ***\n")
     (fake_slurm / "running_polls").write_text("77 2")
     (fake_slurm / "states").write_text("77_0|COMPLETED|0:0\n77_1|NODE_FAIL|0:0\n")
@@ -515,7 +520,7 @@ def test_slurm_reattaches_to_a_job_still_running(stub_engine, fake_slurm, tmp_pa
 
 
 def test_slurm_needs_sbatch(stub_engine, tmp_path, monkeypatch):
-    monkeypatch.setattr(scaleout.shutil, "which", lambda name: None)
+    monkeypatch.setattr(slurm_exec.shutil, "which", lambda name: None)
     with pytest.raises(SweepError, match="sbatch not found"):
         slurm_sweep(tmp_path / "res")
 

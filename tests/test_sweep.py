@@ -3,10 +3,14 @@ import json
 import pandas as pd
 import pytest
 
-from gpt2driver import build as build_mod
-from gpt2driver import sweep as sweep_mod
-from gpt2driver.configs import parse_config
-from gpt2driver.sweep import ResultsStore, SweepError, SweepInterrupted, run_sweep
+from gpt2driver.engine import build as build_mod
+from gpt2driver.errors import SweepError, SweepInterrupted
+from gpt2driver.experiments import pointrunner, summary
+from gpt2driver.experiments.configs import parse_config
+from gpt2driver.experiments.store import ResultsStore
+from gpt2driver.experiments.sweep import run_sweep
+from gpt2driver.files import models
+from gpt2driver.tables import views
 
 
 def small_config(**kw):
@@ -87,7 +91,7 @@ def test_build_failure_marks_points_failed(fake_engine, tmp_path, monkeypatch):
 
 
 def test_ctrl_c_keeps_finished_points(fake_engine, tmp_path, monkeypatch):
-    real = sweep_mod.run_binary
+    real = pointrunner.run_binary
     calls = []
 
     def interrupt_second(*args, **kw):
@@ -96,12 +100,12 @@ def test_ctrl_c_keeps_finished_points(fake_engine, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(sweep_mod, "run_binary", interrupt_second)
+    monkeypatch.setattr(pointrunner, "run_binary", interrupt_second)
     out = tmp_path / "res"
     with pytest.raises(SweepInterrupted, match="1 point"):
         run_sweep(small_config(), out)
     assert len(jsonl_rows(out)) == 1
-    monkeypatch.setattr(sweep_mod, "run_binary", real)
+    monkeypatch.setattr(pointrunner, "run_binary", real)
     run_sweep(small_config(), out)
     assert len(jsonl_rows(out)) == 6
 
@@ -142,25 +146,23 @@ def test_speedup_needs_a_matching_naive():
         {"id": "2", "variant": "kvonly", "batch": 1, "gen": 8, "status": "ok", "tokens_per_s_median": 450.0},
         {"id": "3", "variant": "kvonly", "batch": 2, "gen": 8, "status": "ok", "tokens_per_s_median": 800.0},
     ]
-    df = sweep_mod.summarize(rows)
+    df = summary.frame(rows)
     assert df["speedup_vs_naive"].tolist()[:2] == [1.0, 4.5] and pd.isna(df["speedup_vs_naive"][2])
-    table = sweep_mod.format_table(df)
+    table = views.sweep_table(df)
     assert "4.50x" in table and "kvonly" in table
 
 
 def test_resolve_model_presets(tmp_path, monkeypatch):
-    from gpt2driver import checkpoint as ck
-
     calls = []
-    monkeypatch.setattr(ck, "model_dir", lambda: tmp_path)
-    monkeypatch.setattr(ck, "ensure_default_model", lambda precision: tmp_path / "default.bin")
+    monkeypatch.setattr(models, "model_dir", lambda: tmp_path)
+    monkeypatch.setattr(models, "ensure_default_model", lambda precision: tmp_path / "default.bin")
 
     def fake_make(path, cfg, dtype="bf16", seed=0):
         calls.append((path.name, cfg.num_layers, dtype))
         return path
 
-    monkeypatch.setattr(ck, "make_random_checkpoint", fake_make)
-    assert sweep_mod.resolve_model("gpt2", "BF16") == tmp_path / "default.bin"
-    path = sweep_mod.resolve_model("gpt2-medium", "FP32")
+    monkeypatch.setattr(models, "make_random_checkpoint", fake_make)
+    assert models.resolve_model("gpt2", "BF16") == tmp_path / "default.bin"
+    path = models.resolve_model("gpt2-medium", "FP32")
     assert path == tmp_path / "gpt2-medium_random_fp32.bin"
     assert calls == [("gpt2-medium_random_fp32.bin", 24, "fp32")]

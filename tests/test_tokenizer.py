@@ -1,4 +1,4 @@
-"""Tests of gpt2driver.tokenizer: the llm.c tokenizer file and tiktoken encodings built from it."""
+"""Tests of gpt2driver.files.tokenizer: the llm.c tokenizer file and tiktoken encodings built from it."""
 
 import os
 import struct
@@ -10,8 +10,8 @@ import tiktoken
 
 import buildutil as bu
 
-from gpt2driver import tokenizer as tz
-from gpt2driver.tokenizer import TokenizerError
+from gpt2driver.files import tokenizer as tz
+from gpt2driver.files.tokenizer import TokenizerError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GPT2_TOKENIZER = REPO_ROOT.parent / "shared" / "data" / "gpt2_tokenizer.bin"

@@ -1,4 +1,5 @@
-"""Build the executables with the repository's Makefile; detect the GPU's compute capability."""
+"""Build the executables with the repository's Makefile; detect the GPU's compute capability; where
+the executables of a (compute capability, precision) live."""
 
 from __future__ import annotations
 
@@ -9,13 +10,12 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Type
 
-from .runner import PROGRAMS, build_dir, build_root, normalize_precision, repo_root
-
-
-class BuildError(RuntimeError):
-    """make failed, or is missing, or did not produce the executables."""
+from .. import names
+from ..errors import BadInput, BuildError, DriverError
+from ..names import PROGRAMS
+from ..paths import build_root, repo_root
 
 
 @dataclass
@@ -68,8 +68,20 @@ def find_cublas() -> Optional[Path]:
     return None
 
 
+def build_dir(cc: int, precision: str) -> Path:
+    """``<build root>/sm<cc>_<precision lower>``, e.g. build/sm90_bf16."""
+    return build_root() / f"sm{int(cc)}_{names.precision(precision).lower()}"
+
+
+def binary_path(program: str, cc: int, precision: str) -> Path:
+    """Path of one executable (it may not exist yet)."""
+    if program not in PROGRAMS:
+        raise BadInput(f"unknown program {program!r}; choose one of {', '.join(PROGRAMS)}")
+    return build_dir(cc, precision) / program
+
+
 def make_command(cc: int, precision: str, jobs: Optional[int] = None) -> List[str]:
-    cmd = ["make", f"GPU_COMPUTE_CAPABILITY={int(cc)}", f"PRECISION={normalize_precision(precision)}",
+    cmd = ["make", f"GPU_COMPUTE_CAPABILITY={int(cc)}", f"PRECISION={names.precision(precision)}",
            f"-j{jobs or os.cpu_count() or 1}"]
     if os.environ.get("GPT2DRIVER_BUILD_DIR"):  # the Makefile's output root
         cmd.append(f"BUILD_ROOT={build_root()}")
@@ -83,20 +95,15 @@ def _mtimes(d: Path) -> Dict[str, Optional[float]]:
     return {p: ((d / p).stat().st_mtime_ns if (d / p).exists() else None) for p in PROGRAMS}
 
 
-def make_build(cc: int, precision: str, jobs: Optional[int] = None,
-               quiet: bool = False) -> BuildResult:
-    """Run make (it decides what is stale); report which executables changed."""
-    out_dir = build_dir(cc, precision)
-    cmd = make_command(cc, precision, jobs)
-    if shutil.which(cmd[0]) is None:
-        raise BuildError("make not found on PATH: install build tools (make, nvcc)")
-    before = _mtimes(out_dir)
-    tail: collections.deque = collections.deque(maxlen=40)
+def run_make(cmd: List[str], cwd: Path, quiet: bool = True, keep: int = 40) -> Tuple[int, str]:
+    """Run a make command line in ``cwd``: (exit code, its last ``keep`` lines of output). The output
+    goes to stderr as it comes unless ``quiet``; Ctrl-C stops make (it got SIGINT too) and goes on."""
+    tail: collections.deque = collections.deque(maxlen=keep)
     try:
-        proc = subprocess.Popen(cmd, cwd=repo_root(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace")
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace")
     except OSError as e:
-        raise BuildError(f"cannot run make: {e}") from None
+        raise BuildError(f"cannot run {cmd[0]}: {e}") from None
     try:
         for line in proc.stdout:
             tail.append(line.rstrip("\n"))
@@ -111,7 +118,18 @@ def make_build(cc: int, precision: str, jobs: Optional[int] = None,
             proc.kill()
             proc.wait()
         raise
-    output = "\n".join(tail)
+    return rc, "\n".join(tail)
+
+
+def make_build(cc: int, precision: str, jobs: Optional[int] = None,
+               quiet: bool = False) -> BuildResult:
+    """Run make (it decides what is stale); report which executables changed."""
+    out_dir = build_dir(cc, precision)
+    cmd = make_command(cc, precision, jobs)
+    if shutil.which(cmd[0]) is None:
+        raise BuildError("make not found on PATH: install build tools (make, nvcc)")
+    before = _mtimes(out_dir)
+    rc, output = run_make(cmd, repo_root(), quiet)
     if rc != 0:
         raise BuildError(f"make failed (exit code {rc}): {' '.join(cmd)}\n{output}")
     after = _mtimes(out_dir)
@@ -125,3 +143,17 @@ def make_build(cc: int, precision: str, jobs: Optional[int] = None,
 def build(cc: int, precision: str, jobs: Optional[int] = None, quiet: bool = True) -> Path:
     """Make sure the executables of (cc, precision) are up to date; return their directory."""
     return make_build(cc, precision, jobs, quiet).path
+
+
+def no_cc_message(reason: str) -> str:
+    return f"cannot detect the GPU's compute capability: {reason}; pass --cc (e.g. --cc 90)"
+
+
+def resolve_cc(cc: Optional[int], error: Type[DriverError] = BuildError) -> int:
+    """The given compute capability, or GPU 0's (nvidia-smi); ``error`` saying how to give it."""
+    if cc is not None:
+        return cc
+    found, reason = detect_cc()
+    if found is None:
+        raise error(no_cc_message(reason))
+    return found

@@ -1,4 +1,4 @@
-"""llm.c GPT-2 checkpoint files: read, write, validate, generate and convert.
+"""llm.c GPT-2 checkpoint files: read, write, validate, random weights.
 
 File layout (little-endian): a header of 256 int32 -- ``[0]`` magic 20240326, ``[1]`` version
 (3 = fp32 tensors, 5 = bf16 tensors), ``[2]`` max_seq_len, ``[3]`` vocab_size, ``[4]`` num_layers,
@@ -6,21 +6,24 @@ File layout (little-endian): a header of 256 int32 -- ``[0]`` magic 20240326, ``
 parameter tensors of :func:`param_shapes`, concatenated in that order. Linear weights are stored
 (out, in); rows of ``wte`` at and beyond ``vocab_size`` are zero padding.
 
-Only numpy is needed; ``safetensors`` is imported lazily by :func:`convert_hf`.
+Only numpy is needed. Hugging Face conversion: :mod:`gpt2driver.files.convert`; the generated
+models the driver caches: :mod:`gpt2driver.files.models`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
+
+from ..errors import CheckpointError
+from ..names import MODEL_SIZES
+from .atomic import atomic_write
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -47,10 +50,6 @@ _DTYPE_ALIASES = {
     "fp32": "fp32", "float32": "fp32", "f32": "fp32",
     "bf16": "bf16", "bfloat16": "bf16",
 }
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file or a set of parameters is missing, malformed or inconsistent."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,12 +129,7 @@ class ModelConfig:
                            padded_vocab_size=_round_up(vocab_size, VOCAB_PAD_MULTIPLE))
 
 
-PRESETS: Dict[str, ModelConfig] = {
-    "gpt2": ModelConfig.custom(12, 12, 768),
-    "gpt2-medium": ModelConfig.custom(24, 16, 1024),
-    "gpt2-large": ModelConfig.custom(36, 20, 1280),
-    "gpt2-xl": ModelConfig.custom(48, 25, 1600),
-}
+PRESETS: Dict[str, ModelConfig] = {name: ModelConfig.custom(*shape) for name, shape in MODEL_SIZES.items()}
 
 
 def param_shapes(cfg: ModelConfig) -> List[Tuple[str, Tuple[int, ...]]]:
@@ -238,33 +232,6 @@ def bf16_bits_to_f32(u16) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def atomic_write(path: PathLike) -> Iterator[IO[bytes]]:
-    """Open a temporary file next to ``path`` for binary writing; on success rename it onto
-    ``path`` (atomic on POSIX), on failure remove it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """``text`` (UTF-8) to ``path`` through :func:`atomic_write`: a reader, or a run killed mid-write,
-    sees the old file or the new one, never half of one."""
-    with atomic_write(path) as f:
-        f.write(text.encode("utf-8"))
-
-
 def _header(cfg: ModelConfig, version: int) -> np.ndarray:
     h = np.zeros(HEADER_INTS, dtype="<i4")
     h[:8] = [MAGIC, version, cfg.max_seq_len, cfg.vocab_size, cfg.num_layers, cfg.num_heads,
@@ -284,7 +251,7 @@ def _write_tensor(f: IO[bytes], a: np.ndarray, dtype: str) -> None:
         f.write(memoryview(data).cast("B"))
 
 
-def _write_stream(path: PathLike, cfg: ModelConfig,
+def write_stream(path: PathLike, cfg: ModelConfig,
                   tensors: Iterable[Tuple[str, np.ndarray]], dtype: str) -> Path:
     """Write header then tensors (name, array) that must arrive in file order."""
     dtype = normalize_dtype(dtype)
@@ -323,13 +290,13 @@ def write_checkpoint(path: PathLike, cfg: ModelConfig, params: Mapping[str, np.n
     The file is written tensor by tensor to a temporary file and renamed into place.
     """
     _check_param_names(cfg, params)
-    return _write_stream(path, cfg, ((n, params[n]) for n, _ in param_shapes(cfg)), dtype)
+    return write_stream(path, cfg, ((n, params[n]) for n, _ in param_shapes(cfg)), dtype)
 
 
 def make_random_checkpoint(path: PathLike, cfg: ModelConfig, dtype: str = "bf16",
                            seed: int = 0) -> Path:
     """Write a checkpoint of :func:`random_params` without holding all tensors in memory."""
-    return _write_stream(path, cfg, _iter_random_params(cfg, seed), dtype)
+    return write_stream(path, cfg, _iter_random_params(cfg, seed), dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,167 +402,3 @@ def checkpoint_info(path: PathLike) -> Dict[str, object]:
     return info
 
 
-# --------------------------------------------------------------------------------------------
-# Hugging Face conversion
-# --------------------------------------------------------------------------------------------
-
-# llm.c name -> (HF GPT-2 name without "h.<i>." / "transformer.", is a Conv1D (in, out) weight)
-_HF_LAYER_KEYS = {
-    "ln1w": ("ln_1.weight", False), "ln1b": ("ln_1.bias", False),
-    "qkvw": ("attn.c_attn.weight", True), "qkvb": ("attn.c_attn.bias", False),
-    "attprojw": ("attn.c_proj.weight", True), "attprojb": ("attn.c_proj.bias", False),
-    "ln2w": ("ln_2.weight", False), "ln2b": ("ln_2.bias", False),
-    "fcw": ("mlp.c_fc.weight", True), "fcb": ("mlp.c_fc.bias", False),
-    "fcprojw": ("mlp.c_proj.weight", True), "fcprojb": ("mlp.c_proj.bias", False),
-}
-_HF_GLOBAL_KEYS = {"wte": "wte.weight", "wpe": "wpe.weight", "lnfw": "ln_f.weight",
-                   "lnfb": "ln_f.bias"}
-
-
-def _load_safetensors(path: Path) -> Dict[str, np.ndarray]:
-    """Load all tensors of a safetensors file, names stripped of a ``transformer.`` prefix."""
-    try:
-        from safetensors.numpy import load_file
-    except ImportError:
-        raise CheckpointError(
-            "converting Hugging Face weights needs the safetensors package: "
-            "pip install safetensors") from None
-    try:
-        tensors = load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(f"{path}: cannot load safetensors file: {e}") from None
-    return {k[len("transformer."):] if k.startswith("transformer.") else k: v
-            for k, v in tensors.items()}
-
-
-def _hf_tensor(tensors: Mapping[str, np.ndarray], key: str, src: Path,
-               shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:
-    """One HF tensor as float32, checked against ``shape`` when given."""
-    if key not in tensors:
-        raise CheckpointError(f"{src}: Hugging Face tensor {key!r} not found")
-    t = np.asarray(tensors[key], dtype=np.float32)
-    if shape is not None and t.shape != shape:
-        raise CheckpointError(f"{src}: tensor {key!r}: expected shape {shape}, found {t.shape}")
-    return t
-
-
-def _hf_config(tensors: Mapping[str, np.ndarray], hf_cfg: Mapping[str, object], src: Path,
-               max_seq_len: Optional[int], num_heads: Optional[int]) -> ModelConfig:
-    """Build the ModelConfig from config.json values, falling back to tensor shapes."""
-    vocab, channels = _hf_tensor(tensors, "wte.weight", src).shape
-    positions = _hf_tensor(tensors, "wpe.weight", src).shape[0]
-    layer_ids = {k.split(".")[1] for k in tensors if k.startswith("h.")}
-    layers = int(hf_cfg.get("n_layer", len(layer_ids)))
-    channels = int(hf_cfg.get("n_embd", channels))
-    vocab = int(hf_cfg.get("vocab_size", vocab))
-    positions = int(hf_cfg.get("n_positions", hf_cfg.get("n_ctx", positions)))
-    # GPT-2 uses 64 channels per head; config.json (or num_heads) overrides that guess.
-    heads = int(num_heads or hf_cfg.get("n_head", max(channels // 64, 1)))
-    if max_seq_len is not None:
-        if not 0 < max_seq_len <= positions:
-            raise CheckpointError(
-                f"{src}: max_seq_len must be in 1..{positions} (n_positions), found {max_seq_len}")
-        positions = max_seq_len
-    return ModelConfig.custom(layers, heads, channels, max_seq_len=positions, vocab_size=vocab)
-
-
-def _iter_hf_params(tensors: Mapping[str, np.ndarray], cfg: ModelConfig,
-                    src: Path) -> Iterator[Tuple[str, np.ndarray]]:
-    """Yield llm.c tensors in file order, built from HF tensors (transposed, padded, cut)."""
-    C, V, T = cfg.channels, cfg.vocab_size, cfg.max_seq_len
-    for name, shape in param_shapes(cfg):
-        if name == "wte":
-            out = np.zeros(shape, dtype=np.float32)
-            out[:V] = _hf_tensor(tensors, "wte.weight", src, (V, C))
-        elif name == "wpe":
-            out = _hf_tensor(tensors, "wpe.weight", src)[:T]
-        elif name in _HF_GLOBAL_KEYS:
-            out = _hf_tensor(tensors, _HF_GLOBAL_KEYS[name], src, shape)
-        else:
-            hf_key, conv = _HF_LAYER_KEYS[name]
-            hf_shape = shape[1:][::-1] if conv else shape[1:]
-            out = np.empty(shape, dtype=np.float32)
-            for i in range(cfg.num_layers):
-                t = _hf_tensor(tensors, f"h.{i}.{hf_key}", src, hf_shape)
-                out[i] = t.T if conv else t
-        yield name, out
-
-
-def convert_hf(src: PathLike, dst: PathLike, dtype: str = "fp32",
-               max_seq_len: Optional[int] = None, num_heads: Optional[int] = None) -> ModelConfig:
-    """Convert Hugging Face GPT-2 weights to an llm.c checkpoint; return the config written.
-
-    ``src`` is a directory holding ``model.safetensors`` (and normally ``config.json``) or a
-    ``.safetensors`` file (a ``config.json`` beside it is used if present). Conv1D weights are
-    transposed to (out, in), wte is zero-padded to a multiple of 128 rows, and wpe is cut to
-    ``max_seq_len`` rows when given. Without config.json the shape comes from the tensors and
-    the head count from ``num_heads`` (default: channels / 64, as in all GPT-2 sizes).
-    """
-    src = Path(src)
-    if src.is_dir():
-        st_path, cfg_path = src / "model.safetensors", src / "config.json"
-    else:
-        st_path, cfg_path = src, src.parent / "config.json"
-    if not st_path.is_file():
-        raise CheckpointError(f"{st_path}: safetensors file not found")
-    hf_cfg: Dict[str, object] = {}
-    if cfg_path.is_file():
-        try:
-            hf_cfg = json.loads(cfg_path.read_text())
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{cfg_path}: cannot read config.json: {e}") from None
-    tensors = _load_safetensors(st_path)
-    cfg = _hf_config(tensors, hf_cfg, st_path, max_seq_len, num_heads)
-    _write_stream(dst, cfg, _iter_hf_params(tensors, cfg, st_path), dtype)
-    return cfg
-
-
-# --------------------------------------------------------------------------------------------
-# Default (synthetic) model
-# --------------------------------------------------------------------------------------------
-
-DEFAULT_MODEL_CONFIG = PRESETS["gpt2"]
-DEFAULT_MODEL_SEED = 0
-
-
-def gpt2driver_home() -> Path:
-    """``$GPT2DRIVER_HOME``, default ``~/.cache/gpt2driver`` (read at each call)."""
-    return Path(os.environ.get("GPT2DRIVER_HOME") or "~/.cache/gpt2driver").expanduser()
-
-
-def model_dir() -> Path:
-    """Directory of the generated default models (``$GPT2DRIVER_HOME/models``)."""
-    return gpt2driver_home() / "models"
-
-
-#: The model directory as resolved at import time; :func:`model_dir` re-reads the environment.
-DEFAULT_MODEL_DIR = model_dir()
-
-
-def precision_dtype(precision: str) -> str:
-    """Checkpoint dtype for a build precision: bf16 for BF16/FP16 builds, fp32 for FP32."""
-    key = str(precision).lower()
-    if key in ("bf16", "fp16", "bfloat16", "float16"):
-        return "bf16"
-    if key in ("fp32", "float32"):
-        return "fp32"
-    raise CheckpointError(f"unknown precision {precision!r}; expected BF16, FP16 or FP32")
-
-
-def default_model_path(precision: str) -> Path:
-    """Path of the synthetic GPT-2 124M checkpoint used when no checkpoint is given."""
-    return model_dir() / f"gpt2_124M_random_{precision_dtype(precision)}.bin"
-
-
-def ensure_default_model(precision: str) -> Path:
-    """Return :func:`default_model_path`, generating the file first if it is missing or bad."""
-    path = default_model_path(precision)
-    dtype = precision_dtype(precision)
-    try:
-        cfg, version = read_header(path)
-        if cfg == DEFAULT_MODEL_CONFIG and version == VERSION_BY_DTYPE[dtype]:
-            return path
-    except CheckpointError:
-        pass
-    return make_random_checkpoint(path, DEFAULT_MODEL_CONFIG, dtype=dtype,
-                                  seed=DEFAULT_MODEL_SEED)

@@ -5,64 +5,24 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .protocol import EXIT_CODES, ProtocolError, RunResult, parse_output
-
-VARIANTS = ("naive", "kvonly", "optimized")
-PROGRAMS = VARIANTS + ("validate", "profile")
-PRECISIONS = ("FP32", "FP16", "BF16")
+from .. import names
+from ..errors import ProtocolError, RunError
+from ..protocol import EXIT_CODES, RunResult, parse_output
+from . import preflight
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class RunError(RuntimeError):
-    """An executable failed: timeout, crash, non-zero exit or unreadable output."""
-
-    def __init__(self, message: str, *, returncode: Optional[int] = None, stderr_tail: str = "",
-                 result: Optional[RunResult] = None):
-        super().__init__(message)
-        self.returncode = returncode
-        self.stderr_tail = stderr_tail
-        self.result = result
-
-
-def repo_root() -> Path:
-    """The repository root: the parent of the package directory."""
-    return Path(__file__).resolve().parent.parent
-
-
-def normalize_precision(precision: str) -> str:
-    p = str(precision).upper()
-    if p not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    return p
-
-
-def build_root() -> Path:
-    """Where the build directories live: $GPT2DRIVER_BUILD_DIR, else <repo>/build."""
-    base = os.environ.get("GPT2DRIVER_BUILD_DIR")
-    return Path(base).expanduser() if base else repo_root() / "build"
-
-
-def build_dir(cc: int, precision: str) -> Path:
-    """``<build root>/sm<cc>_<precision lower>``, e.g. build/sm90_bf16."""
-    return build_root() / f"sm{int(cc)}_{normalize_precision(precision).lower()}"
-
-
-def binary_path(program: str, cc: int, precision: str) -> Path:
-    """Path of one executable (it may not exist yet)."""
-    if program not in PROGRAMS:
-        raise ValueError(f"unknown program {program!r}; choose one of {', '.join(PROGRAMS)}")
-    return build_dir(cc, precision) / program
-
-
-def _tail(text: str, lines: int = 15) -> str:
+def tail(text: str, lines: int = 15) -> str:
+    """The last ``lines`` lines of ``text``."""
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -84,16 +44,35 @@ def communicate_group(proc: subprocess.Popen, timeout: float) -> Tuple[str, str,
         out, err = proc.communicate(timeout=timeout)
         return out, err, False
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        kill_group(proc)
         out, err = proc.communicate()
         return out, err, True
     except BaseException:
-        _kill_group(proc)
+        kill_group(proc)
         proc.wait()
         raise
 
 
-def _describe_exit(rc: int) -> str:
+@dataclass
+class Captured:
+    """What a child said and how it ended."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    timed_out: bool
+
+
+def run_captured(argv: Sequence[str], timeout: float,
+                 env: Optional[Mapping[str, str]] = None) -> Captured:
+    """Run ``argv`` in its own process group (see :func:`communicate_group`); OSError when it
+    cannot start."""
+    proc = spawn_group(argv, env)
+    out, err, timed_out = communicate_group(proc, timeout)
+    return Captured(proc.returncode, out, err, timed_out)
+
+
+def describe_exit(rc: int) -> str:
     if rc < 0:
         try:
             name = signal.Signals(-rc).name
@@ -116,33 +95,32 @@ def run_binary(path: PathLike, args: Sequence[str], timeout: float,
     cmd = [str(path), *[str(a) for a in args]]
     full_env = None if env is None else {**os.environ, **env}
     try:
-        proc = spawn_group(cmd, full_env)
+        run = run_captured(cmd, timeout, full_env)
     except OSError as e:
-        hint = " (build it with: gpt2driver build)" if not path.exists() else ""
-        raise RunError(f"cannot start {path}: {e.strerror or e}{hint}") from None
-    out, err, timed_out = communicate_group(proc, timeout)
-    if timed_out:
+        raise RunError(preflight.cannot_start(path, e)) from None
+    out, err = run.stdout, run.stderr
+    if run.timed_out:
         raise RunError(f"{name} timed out after {timeout:g} s and was killed"
-                       + (f"; stderr:\n{_tail(err)}" if err.strip() else ""),
-                       stderr_tail=_tail(err))
-    rc = proc.returncode
-    tail = _tail(err)
+                       + (f"; stderr:\n{tail(err)}" if err.strip() else ""),
+                       stderr_tail=tail(err))
+    rc = run.returncode
+    err_tail = tail(err)
     accepted = rc in tuple(ok_codes)
     try:
         result = parse_output(out, require_done=accepted)
     except ProtocolError as e:
-        raise RunError(f"{name}: unreadable output: {e}", returncode=rc, stderr_tail=tail) from None
+        raise RunError(f"{name}: unreadable output: {e}", returncode=rc, stderr_tail=err_tail) from None
     if accepted:
         return result
-    msg = f"{name} {_describe_exit(rc)}"
+    msg = f"{name} {describe_exit(rc)}"
     if result.errors:
         msg += f": {result.error_message}"
     # stderr repeats the error record as "error: <msg>"; show only what it adds.
-    extra = "\n".join(l for l in tail.splitlines()
+    extra = "\n".join(l for l in err_tail.splitlines()
                       if l.strip() and l.strip().removeprefix("error:").strip() not in result.errors)
     if extra:
         msg += f"\nstderr:\n{extra}"
-    raise RunError(msg, returncode=rc, stderr_tail=tail, result=result)
+    raise RunError(msg, returncode=rc, stderr_tail=err_tail, result=result)
 
 
 def engine_args(checkpoint: PathLike, *, tokenizer: Optional[PathLike] = None,
@@ -152,8 +130,9 @@ def engine_args(checkpoint: PathLike, *, tokenizer: Optional[PathLike] = None,
                 prompt_ids: Optional[Sequence[int]] = None, prompt_len: Optional[int] = None,
                 warmup: Optional[int] = None, repeat: Optional[int] = None, quiet: bool = True,
                 dump_logits: Optional[PathLike] = None,
-                dump_stride: Optional[int] = None) -> List[str]:
-    """The common command line of the executables; None leaves the executable's default."""
+                dump_stride: Optional[int] = None, ablate: str = names.ALL_ON) -> List[str]:
+    """The common command line of the executables; None leaves the executable's default.
+    ``ablate`` (``none``, a switch name, or names joined by +) adds the --no-<name> switches."""
     if prompt_ids is not None and prompt_len is not None:
         raise ValueError("give prompt_ids or prompt_len, not both")
     args = ["-e", str(checkpoint)]
@@ -182,6 +161,7 @@ def engine_args(checkpoint: PathLike, *, tokenizer: Optional[PathLike] = None,
     opt("--repeat", repeat)
     opt("--dump-logits", dump_logits)
     opt("--dump-stride", dump_stride)
+    args.extend(names.ablation_flags(ablate))
     if quiet:
         args.append("-q")
     return args

@@ -15,33 +15,37 @@ Keys (lists also accept a single value)::
     seed: 1337
     warmup: 1
     repeat: 3
+    ablate: [none, graph, graph+pdl]   # optimized with these switches off (none = all on)
+    exclude: [{variant: naive, batch: [128, 256]}]   # points matching every key are left out
     timeout_s: 600              # per run of an executable
     cc: 90                      # optional; detected with nvidia-smi otherwise
+    copy_gbps: 3000             # or "measure" (torch): adds the % of the decode floor
     profile: {tool: ncu, steps: 16, metrics: [...]}   # profiling configs only
+
+Expanding a config into points: :mod:`gpt2driver.experiments.points`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
-from .runner import PRECISIONS, VARIANTS, repo_root
+from .. import names
+from ..errors import BadInput, ConfigError
+from ..names import PRECISIONS, VARIANTS
+from ..paths import configs_dir
+from ..tables.rows import POINT_FIELDS
 
 PROFILE_TOOLS = ("nsys", "ncu", "builtin")
 DEFAULT_CONFIG = "gpt2_optim"
 _KEYS = ("name", "description", "model", "checkpoint", "precision", "variants", "batch", "gen",
-         "prompt_len", "sampling", "seed", "warmup", "repeat", "timeout_s", "cc", "profile")
+         "prompt_len", "sampling", "seed", "warmup", "repeat", "ablate", "exclude", "timeout_s",
+         "cc", "copy_gbps", "profile")
 _SAMPLING_KEYS = ("temperature", "top_k", "top_p")
 _PROFILE_KEYS = ("tool", "steps", "warmup", "metrics")
-
-
-class ConfigError(ValueError):
-    """A sweep configuration that does not follow the schema."""
 
 
 @dataclass
@@ -59,15 +63,13 @@ class SweepConfig:
     warmup: int = 1
     repeat: int = 3
     timeout_s: float = 600.0
+    ablate: List[str] = field(default_factory=lambda: [names.ALL_ON])
+    exclude: List[Dict[str, List[Any]]] = field(default_factory=list)
     cc: Optional[int] = None
+    copy_gbps: Union[None, float, str] = None  # a number, or "measure"
     profile: Optional[Dict[str, Any]] = None
     description: str = ""
     source: Optional[Path] = None
-
-
-def configs_dir() -> Path:
-    """The configs/ directory at the repository root."""
-    return repo_root() / "configs"
 
 
 def config_path(name: str) -> Path:
@@ -171,9 +173,36 @@ def _profile(value: Any) -> Dict[str, Any]:
 
 
 def _models(value: Any) -> List[str]:
-    from .checkpoint import PRESETS
+    return _choices("model", value, tuple(names.MODEL_SIZES))
 
-    return _choices("model", value, tuple(PRESETS))
+
+def _ablate(value: Any) -> List[str]:
+    out = []
+    for v in _as_list("ablate", value):
+        try:
+            out.append(names.ablation(v))
+        except BadInput as e:
+            raise ConfigError(f"ablate: {e}") from None
+    return list(dict.fromkeys(out))
+
+
+def _exclude(value: Any) -> List[Dict[str, List[Any]]]:
+    if not isinstance(value, list) or not all(isinstance(e, dict) and e for e in value):
+        raise ConfigError("exclude: expected a list of mappings of point fields to values, "
+                          "e.g. [{variant: naive, batch: [128, 256]}]")
+    for entry in value:
+        unknown = sorted(set(entry) - set(POINT_FIELDS))
+        if unknown:
+            raise ConfigError(f"exclude: unknown field {unknown[0]!r}; "
+                              f"allowed: {', '.join(POINT_FIELDS)}")
+    return [{k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in e.items()}
+            for e in value]
+
+
+def _copy_gbps(value: Any) -> Union[float, str]:
+    if value == "measure":
+        return value
+    return _number("copy_gbps", value, 0.0, float("inf"), lo_open=True)
 
 
 def parse_config(data: Any, default_name: str = "sweep") -> SweepConfig:
@@ -207,63 +236,14 @@ def parse_config(data: Any, default_name: str = "sweep") -> SweepConfig:
     cfg.warmup = _int("warmup", data.get("warmup", cfg.warmup), 0)
     cfg.repeat = _int("repeat", data.get("repeat", cfg.repeat), 1)
     cfg.timeout_s = _number("timeout_s", data.get("timeout_s", cfg.timeout_s), 0, 1e9, lo_open=True)
+    if "ablate" in data:
+        cfg.ablate = _ablate(data["ablate"])
+    if data.get("exclude") is not None:
+        cfg.exclude = _exclude(data["exclude"])
     if data.get("cc") is not None:
         cfg.cc = _int("cc", data["cc"], 10)
+    if data.get("copy_gbps") is not None:
+        cfg.copy_gbps = _copy_gbps(data["copy_gbps"])
     if data.get("profile") is not None:
         cfg.profile = _profile(data["profile"])
     return cfg
-
-
-# ------------------------------------------------------------------------------------------------
-# Expansion
-# ------------------------------------------------------------------------------------------------
-
-POINT_FIELDS = ("model", "checkpoint", "precision", "variant", "batch", "gen", "prompt_len",
-                "sampling", "temperature", "top_k", "top_p", "seed", "warmup", "repeat")
-GROUP_FIELDS = ("model", "checkpoint", "precision", "batch", "gen", "prompt_len")
-
-
-def point_id(point: Dict[str, Any]) -> str:
-    """A stable id of a point's measured fields (used to resume a sweep)."""
-    blob = json.dumps({k: point.get(k) for k in POINT_FIELDS}, sort_keys=True)
-    return hashlib.sha1(blob.encode()).hexdigest()[:12]
-
-
-def _max_seq_len(cfg: SweepConfig, model: str) -> int:
-    from .checkpoint import CheckpointError, ModelConfig, read_header
-
-    try:
-        if cfg.checkpoint:
-            return read_header(cfg.checkpoint)[0].max_seq_len
-        return ModelConfig.preset(model).max_seq_len
-    except CheckpointError as e:
-        raise ConfigError(f"{'checkpoint' if cfg.checkpoint else 'model'}: {e}") from None
-
-
-def expand(cfg: SweepConfig) -> List[Dict[str, Any]]:
-    """All points of a sweep, in a fixed order (precision, model, prompt_len, gen, batch, variant).
-
-    Raises ConfigError when a point does not fit the model's context (prompt_len + gen > maxT).
-    """
-    s = cfg.sampling
-    sampling = {"sampling": "greedy" if s["greedy"] else "sample",
-                "temperature": s.get("temperature"), "top_k": s.get("top_k"), "top_p": s.get("top_p")}
-    models = [cfg.checkpoint] if cfg.checkpoint else cfg.models
-    points = []
-    for precision in cfg.precisions:
-        for model in models:
-            max_t = _max_seq_len(cfg, model)
-            for prompt_len in cfg.prompt_len:
-                for gen in cfg.gen:
-                    if prompt_len + gen > max_t:
-                        raise ConfigError(f"prompt_len + gen = {prompt_len} + {gen} = {prompt_len + gen} "
-                                          f"exceeds the model's max_seq_len {max_t} ({model})")
-                    for batch in cfg.batch:
-                        for variant in cfg.variants:
-                            p = {"model": Path(model).name if cfg.checkpoint else model,
-                                 "checkpoint": cfg.checkpoint, "precision": precision,
-                                 "variant": variant, "batch": batch, "gen": gen,
-                                 "prompt_len": prompt_len, **sampling, "seed": cfg.seed,
-                                 "warmup": cfg.warmup, "repeat": cfg.repeat}
-                            points.append({"id": point_id(p), **p})
-    return points

@@ -15,7 +15,8 @@ from typing import Iterable, List, Optional, Union
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from ..errors import TokenizerError
+from .atomic import atomic_write
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -31,10 +32,6 @@ ENCODING_NAME = "gpt2-llmc"
 ENV_TOKENIZER = "GPT2DRIVER_TOKENIZER"
 # GPT-2's pre-tokenizer: contractions, letters, digits, other symbols, white space.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-
-
-class TokenizerError(ValueError):
-    """A tokenizer file is missing or malformed, or no encoding could be obtained."""
 
 
 def _v1_eot(vocab_size: int) -> Optional[int]:

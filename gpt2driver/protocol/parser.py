@@ -11,7 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import PROTOCOL_VERSION
+from .. import PROTOCOL_VERSION
+from ..errors import ProtocolError
 
 PREFIX = "##GPT2D"
 
@@ -26,10 +27,6 @@ EXIT_CODES = {
     3: "bad input file (missing, truncated, wrong magic/version, sizes that disagree)",
     4: "CUDA / cuBLAS error or out of device memory",
 }
-
-
-class ProtocolError(ValueError):
-    """Output that does not follow docs/protocol.md."""
 
 
 @dataclass

@@ -1,0 +1,90 @@
+"""Options and value parsers shared by the commands."""
+
+from __future__ import annotations
+
+from typing import List
+
+import click
+
+from .. import names
+from ..errors import BadInput
+from ..tables.printers import FORMATS
+
+PRECISION = click.Choice([p.lower() for p in names.PRECISIONS], case_sensitive=False)
+
+
+def gpu_options(f):
+    """--precision, --cc, --checkpoint and --timeout, shared by the commands that run a GPU."""
+    f = click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+                     help="Seconds before a run is killed.")(f)
+    f = click.option("--checkpoint", "-e", type=click.Path(exists=True, dir_okay=False),
+                     help="llm.c checkpoint [default: random GPT-2 124M, generated on first use].")(f)
+    f = click.option("--cc", type=click.IntRange(min=10), default=None,
+                     help="Compute capability, e.g. 90 for H100 [default: detected].")(f)
+    f = click.option("--precision", type=PRECISION, default="bf16", show_default=True,
+                     help="Build precision of the executables.")(f)
+    return f
+
+
+def output_format(f):
+    """-o / --output-format: how the table is printed (one printer per format)."""
+    return click.option("-o", "--output-format", "fmt", type=click.Choice(FORMATS),
+                        default="markdown", show_default=True,
+                        help="Printed table: markdown, csv, json or jsonl.")(f)
+
+
+def bin_dir_option(f):
+    return click.option("--bin-dir", type=click.Path(exists=True, file_okay=False),
+                        help="Run the executables in this directory (another build tree, e.g. "
+                             "/tmp/base/build/sm90_bf16) instead of building this one's.")(f)
+
+
+def ablation(value: str) -> str:
+    """A click-level check of an ablation value (none, a switch name, or names joined by +)."""
+    try:
+        return names.ablation(value)
+    except BadInput as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def ablate_callback(ctx, param, values):
+    return tuple(ablation(v) for v in values)
+
+
+def ablate_option(f):
+    switches = ", ".join(names.ABLATIONS)
+    return click.option("--ablate", multiple=True, callback=ablate_callback, metavar="NAME[+NAME]",
+                        help=f"Run optimized with these switches off (repeatable; one of "
+                             f"{switches}, or several joined by +).")(f)
+
+
+def parse_id_list(text: str) -> List[int]:
+    try:
+        ids = [int(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise click.BadParameter(f"expected token ids separated by commas or spaces, got {text!r}",
+                                 param_hint="--prompt-ids") from None
+    if not ids or any(i < 0 for i in ids):
+        raise click.BadParameter("expected one or more non-negative token ids",
+                                 param_hint="--prompt-ids")
+    return ids
+
+
+def sampling_args(greedy: bool, temperature, top_k, top_p) -> dict:
+    """engine_args keywords for the sampling options (greedy unless a sampling option is given)."""
+    sampled = any(v is not None for v in (temperature, top_k, top_p))
+    if greedy and sampled:
+        raise click.UsageError("--greedy cannot be combined with --temperature/--top-k/--top-p")
+    if not sampled:
+        return {"greedy": True}
+    return {"greedy": False, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+
+
+def given(ctx: click.Context, *params: str) -> set:
+    """The parameters the user set on the command line (not defaults)."""
+    return {p for p in (params or ctx.params)
+            if ctx.get_parameter_source(p) != click.core.ParameterSource.DEFAULT}
+
+
+def note(msg: str) -> None:
+    click.echo(msg, err=True)
