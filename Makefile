@@ -22,7 +22,8 @@ PROGRAMS := naive kvonly optimized validate profile
 LIB_SRCS := csrc/common/check.cpp csrc/engine/protocol.cpp csrc/engine/args.cpp csrc/model/checkpoint.cpp \
             csrc/model/tokenizer.cpp csrc/kernels/embedding.cu csrc/kernels/layernorm.cu csrc/kernels/matmul.cu \
             csrc/kernels/gemv.cu csrc/kernels/linear_mma.cu csrc/kernels/launch.cu csrc/kernels/elementwise.cu csrc/kernels/attention.cu csrc/kernels/sampling.cu \
-            csrc/engine/variant.cpp csrc/engine/gpt2.cu csrc/engine/session.cu csrc/apps/generate.cu
+            csrc/engine/variant.cpp csrc/engine/gpt2.cu csrc/engine/session.cu csrc/apps/generate.cu \
+            csrc/engine/trace.cpp
 LIB_OBJS := $(patsubst csrc/%,$(BUILD_DIR)/obj/%.o,$(LIB_SRCS))
 BINS := $(addprefix $(BUILD_DIR)/,$(PROGRAMS))
 
@@ -38,6 +39,10 @@ NVCC_FLAGS := -O3 -std=c++17 -lineinfo -DPRECISION_$(PRECISION) $(NVCC_EXTRA) \
               -gencode arch=compute_$(CC_),code=[sm_$(CC_),compute_$(CC_)] \
               -I$(CUBLAS_INC) -Xcompiler -Wall -MMD -MP
 LD_FLAGS := -L$(CUBLAS_LIBDIR) $(CUBLAS_LINK) -Xlinker -rpath -Xlinker $(abspath $(CUBLAS_LIBDIR)) -ldl
+# trace.cpp (profile --trace): CUPTI's headers for its types only (libcupti is opened at run time, never linked;
+# without the headers the build still succeeds), and the toolkit it looks in first.
+$(BUILD_DIR)/obj/engine/trace.cpp.o: NVCC_FLAGS += $(addprefix -I,$(wildcard $(CUDA_HOME)/extras/CUPTI/include)) \
+                                                  -DGD_CUDA_HOME='"$(abspath $(CUDA_HOME))"'
 
 .PHONY: all check-config host clean help
 # Keep the object files (make would delete them as intermediates and rebuild everything next time).

@@ -1,20 +1,30 @@
 // profile: prefill, warm-up decode steps, then measured decode steps, each inside NVTX ranges
 // (NVTX domain "decode": WARMUP, MEASURE > layer<i> > stage) so nsys capture ranges and ncu filters can target them.
+// --trace: the measured steps run the way the variant normally runs (optimized: CUDA graph replays), first
+// untraced (their step time), then traced through CUPTI (engine/trace.h) after a LABEL step that launches the
+// same kernels one by one inside the stage ranges; --stamps adds the fused decode kernels' stage timestamps.
+#include <memory>
+
 #include "../common/check.h"
 #include "../engine/protocol.h"
 #include "../engine/session.h"
+#include "../engine/trace.h"
 
 using namespace gd;
 
 int main(int argc, char** argv) {
+    // --trace: find CUPTI before anything else, so a missing library is the one error reported.
+    Tracer tracer;
+    if (parse_args(Program::Profile, argc, argv).trace && !tracer.load())
+        GD_FAIL(EXIT_CUDA, "cannot trace: %s", tracer.why().c_str());
     Session s;
     open_session(s, Program::Profile, argc, argv);
     const Args& a = s.args;
     const int P = (int)s.prompt.size();
-    if (P + 1 + a.warmup + a.steps > s.cfg.max_seq_len)
-        GD_FAIL(EXIT_USAGE, "prompt %d + 1 + --warmup %d + --steps %d exceeds max_seq_len %d", P, a.warmup, a.steps,
-                s.cfg.max_seq_len);
-    // Stages are launched one by one (no CUDA graph) so every kernel sits inside its named range.
+    const int trace_steps = a.trace ? a.steps + 3 : 0;  // traced: LABEL, 2 warm-up, the measured steps
+    if (P + 1 + a.warmup + a.steps + trace_steps > s.cfg.max_seq_len)
+        GD_FAIL(EXIT_USAGE, "prompt %d + 1 + --warmup %d + --steps %d%s exceeds max_seq_len %d", P, a.warmup, a.steps,
+                a.trace ? " (twice with --trace, + 3)" : "", s.cfg.max_seq_len);
     Variant v = make_variant(a.variant, a);
     print_config(s, v.name);
     const int chunk = prefill_chunk(s.cfg, a.batch, P);
@@ -23,29 +33,44 @@ int main(int argc, char** argv) {
     print_memory(s, r.act_bytes(), r.kv_bytes());
     StageTimer timer(a.builtin);
     r.timer = &timer;
+    // Without --trace the stages are launched one by one (no CUDA graph) so every kernel sits inside its named
+    // range. With --trace a variant with a graph replays it (no timer on the runner: stages come from LABEL).
+    const bool graph = a.trace && v.graph;
+    std::unique_ptr<StampRecorder> stamps;
+    if (a.stamps) stamps.reset(new StampRecorder(4 * s.cfg.num_layers + 8, 1024));
 
     timer.push_range("PREFILL");
     r.prefill(P, true, s.sampling);
     timer.pop_range();
+    if (graph) r.timer = nullptr;
+    r.stamps = stamps.get();
+    auto step = [&]() {
+        if (stamps && !graph) stamps->restart();  // one-by-one launches take their slots again each step
+        r.decode_step(true, s.sampling);
+    };
     timer.push_range("WARMUP");
-    for (int i = 0; i < a.warmup; i++) r.decode_step(true, s.sampling);
+    for (int i = 0; i < a.warmup; i++) step();
     timer.pop_range();
     CUDA_CHECK(cudaStreamSynchronize(s.stream));
 
     cudaEvent_t e0, e1;
     CUDA_CHECK(cudaEventCreate(&e0));
     CUDA_CHECK(cudaEventCreate(&e1));
+    auto measure = [&]() {  // --steps steps in MEASURE ranges, ms per step by CUDA events
+        CUDA_CHECK(cudaEventRecord(e0, s.stream));
+        for (int i = 0; i < a.steps; i++) {
+            timer.push_range("MEASURE");
+            step();
+            timer.pop_range();
+        }
+        CUDA_CHECK(cudaEventRecord(e1, s.stream));
+        CUDA_CHECK(cudaEventSynchronize(e1));
+        float ms = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        return (double)ms / a.steps;
+    };
     timer.counting = true;
-    CUDA_CHECK(cudaEventRecord(e0, s.stream));
-    for (int i = 0; i < a.steps; i++) {
-        timer.push_range("MEASURE");
-        r.decode_step(true, s.sampling);
-        timer.pop_range();
-    }
-    CUDA_CHECK(cudaEventRecord(e1, s.stream));
-    CUDA_CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    const double step_ms = measure();
     auto stats = timer.collect();
     double staged = 0;
     for (auto& st : stats) staged += st.total_ms;
@@ -61,7 +86,6 @@ int main(int argc, char** argv) {
             printf("%-10s %6d calls %9.3f ms %9.2f us/call %5.1f%%\n", st.name.c_str(), st.calls, st.total_ms,
                    st.calls ? st.total_ms * 1000.0 / st.calls : 0.0, staged > 0 ? 100 * st.total_ms / staged : 0.0);
     }
-    double step_ms = ms / a.steps;
     Record("profile")
         .str("variant", v.name)
         .num("steps", a.steps)
@@ -69,6 +93,37 @@ int main(int argc, char** argv) {
         .num("tokens_per_s", a.batch / step_ms * 1000.0)
         .emit();
     if (!a.quiet) printf("%s: %d measured decode steps, %.4f ms/step\n", v.name.c_str(), a.steps, step_ms);
+
+    if (a.trace) {
+        if (!tracer.start()) GD_FAIL(EXIT_CUDA, "cannot trace: %s", tracer.why().c_str());
+        timer.tracer = &tracer;
+        r.drop_graphs();  // captured again under tracing, as a profiler started with the program would see it
+        if (stamps) stamps->restart();
+        if (graph) {  // the same launches one by one inside their stage ranges: what names the replays' kernels
+            r.timer = &timer;
+            r.stamps = nullptr;
+            timer.push_range("LABEL");
+            r.decode_step(true, s.sampling);
+            timer.pop_range();
+            r.timer = nullptr;
+            r.stamps = stamps.get();
+        }
+        timer.push_range("WARMUP");  // the graph's capture, and a step before the first measured one
+        for (int i = 0; i < 2; i++) step();
+        timer.pop_range();
+        TraceRun run;
+        run.steps = a.steps;
+        run.graph = graph;
+        run.untraced_step_ms = step_ms;
+        run.traced_step_ms = measure();
+        run.quiet = a.quiet;
+        CUDA_CHECK(cudaDeviceSynchronize());
+        tracer.stop();
+        timer.tracer = nullptr;
+        StampData sd;
+        if (stamps) sd = stamps->read();
+        emit_trace(tracer, stamps ? &sd : nullptr, run);
+    }
     finish(0);
     return 0;
 }

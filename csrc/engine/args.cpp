@@ -104,6 +104,9 @@ void usage(Program p) {
         printf("       --variant NAME      kvonly or optimized                       [optimized]\n"
                "       --steps N           measured decode steps                     [16]\n"
                "       --builtin           time each stage with CUDA events\n"
+               "       --trace             kernel timeline of the measured steps through CUPTI (trace records;\n"
+               "                           the steps run untraced first, for their step time)\n"
+               "       --stamps            with --trace: in-kernel stage timestamps of the decode kernels\n"
                "       (--warmup counts warm-up decode steps here, default 8)\n");
     printf("\nResult lines and exit codes: docs/protocol.md. Build: %s.\n", GD_PRECISION_NAME);
 }
@@ -218,6 +221,8 @@ Args parse_args(Program program, int argc, char** argv) {
         else if (program == Program::Profile && f == "--variant") a.variant = val();
         else if (program == Program::Profile && f == "--steps") a.steps = (int)parse_long("--steps", val(), 1, 1 << 20);
         else if (program == Program::Profile && f == "--builtin") a.builtin = true;
+        else if (program == Program::Profile && f == "--trace") a.trace = true;
+        else if (program == Program::Profile && f == "--stamps") a.stamps = true;
         else GD_FAIL(EXIT_USAGE, "unknown option '%s' for %s (see --help)", f.c_str(), program_name(program));
     }
     if (a.checkpoint.empty()) GD_FAIL(EXIT_USAGE, "no checkpoint given: use -e PATH (see --help)");
@@ -239,6 +244,9 @@ Args parse_args(Program program, int argc, char** argv) {
             if (v != "kvonly" && v != "optimized")
                 GD_FAIL(EXIT_USAGE, "--variants: unknown variant '%s' (allowed: kvonly, optimized)", v.c_str());
     }
+    if (a.stamps && !a.trace) GD_FAIL(EXIT_USAGE, "--stamps needs --trace (the stamps are shown on its timeline)");
+    if (a.trace && a.builtin)
+        GD_FAIL(EXIT_USAGE, "--trace and --builtin do not combine (the stage timer's events would be on the timeline)");
     if (program == Program::Profile && a.variant != "kvonly" && a.variant != "optimized")
         GD_FAIL(EXIT_USAGE, "--variant must be kvonly or optimized, got '%s'", a.variant.c_str());
     return a;

@@ -32,6 +32,8 @@ struct Args {
     std::string variant = "optimized";
     int steps = 16;
     bool builtin = false;
+    bool trace = false;   // kernel timeline through CUPTI (engine/trace.h)
+    bool stamps = false;  // with trace: in-kernel stage timestamps (kernels/stamps.cuh)
 };
 
 // Parses argv; prints usage and exits 0 on --help, fails with EXIT_USAGE on bad input.

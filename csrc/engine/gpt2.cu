@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "../common/check.h"
+#include "trace.h"
 
 namespace gd {
 
@@ -93,11 +94,17 @@ static void push(const char* name) {
     nvtxDomainRangePushEx(nvtx_domain(), &a);
 }
 
-void StageTimer::push_range(const char* name) { push(name); }
-void StageTimer::pop_range() { nvtxDomainRangePop(nvtx_domain()); }
+void StageTimer::push_range(const char* name) {
+    push(name);
+    if (tracer) tracer->range_push(name);
+}
+void StageTimer::pop_range() {
+    nvtxDomainRangePop(nvtx_domain());
+    if (tracer) tracer->range_pop();
+}
 
 void StageTimer::begin(const char* name, cudaStream_t s) {
-    push(name);
+    push_range(name);
     if (!events_ || !counting) return;
     int idx = -1;
     for (size_t i = 0; i < stats_.size(); i++)
@@ -189,9 +196,13 @@ Runner::Runner(const ModelConfig& cfg, const Weights& w, Variant v, int B, int m
     set_position(0);
 }
 
-Runner::~Runner() {
+void Runner::drop_graphs() {
     for (auto& g : graph_)
-        if (g) cudaGraphExecDestroy(g);
+        if (g) cudaGraphExecDestroy(g), g = nullptr;
+}
+
+Runner::~Runner() {
+    drop_graphs();
     for (void* p : {(void*)x_, (void*)ln_, (void*)atty_, (void*)tmp_, (void*)qkv_, (void*)fch_, (void*)lnf_,
                     (void*)logits_, (void*)attn_scratch_, (void*)d_pos_, (void*)argmax_, (void*)kcache_, (void*)vcache_})
         if (p) cudaFree(p);
@@ -254,6 +265,7 @@ void Runner::forward(int T, bool greedy_step, bool logits) {
             DecodeEpilogue qe;
             qe.bias = qkvb, qe.ln_w = ln1w, qe.ln_b = ln1b, qe.kcache = kc, qe.vcache = vc, qe.d_pos = d_pos_;
             qe.C = C, qe.NH = NH, qe.maxT = maxT;
+            if (stamps) qe.stamps = stamps->take("linear_mma_kernel", "qkv", kDecodeLinearStages);
             stage_begin("qkv");
             decode_linear(qkv_, x_, qkvw, M, 3 * C, C, qe, v_.pdl, stream_);
             stage_end();
@@ -262,16 +274,19 @@ void Runner::forward(int T, bool greedy_step, bool logits) {
             stage_end();
             DecodeEpilogue pe;
             pe.bias = attprojb, pe.accumulate = true;
+            if (stamps) pe.stamps = stamps->take("linear_mma_kernel", "attproj", kDecodeLinearStages);
             stage_begin("attproj");
             decode_linear(x_, atty_, attprojw, M, C, C, pe, v_.pdl, stream_);
             stage_end();
             DecodeEpilogue fe;
             fe.bias = fcb, fe.gelu = true, fe.ln_w = ln2w, fe.ln_b = ln2b;
+            if (stamps) fe.stamps = stamps->take("linear_mma_kernel", "fc", kDecodeLinearStages);
             stage_begin("fc");
             decode_linear(fch_, x_, fcw, M, 4 * C, C, fe, v_.pdl, stream_);
             stage_end();
             DecodeEpilogue re;
             re.bias = fcprojb, re.accumulate = true;
+            if (stamps) re.stamps = stamps->take("linear_mma_kernel", "fcproj", kDecodeLinearStages);
             stage_begin("fcproj");
             decode_linear(x_, fch_, fcprojw, M, C, 4 * C, re, v_.pdl, stream_);
             stage_end();
@@ -309,6 +324,7 @@ void Runner::forward(int T, bool greedy_step, bool logits) {
             le.argmax = argmax_, le.ticket = reinterpret_cast<int*>(argmax_ + B);
             le.tokens = tokens_, le.d_pos = d_pos_, le.maxT = maxT, le.V = cfg_.vocab_size;
         }
+        if (stamps) le.stamps = stamps->take("linear_mma_kernel", "logits", kDecodeLinearStages);
         stage_begin("logits");
         decode_logits(logits_, x_, w_.wte, B, cfg_.padded_vocab, C, le, v_.pdl, stream_);
         stage_end();

@@ -26,6 +26,9 @@ Weights load_weights(const std::string& path, ModelConfig* cfg);
 // Device allocation with a clear error naming what it was for and the MiB needed.
 void* device_alloc(size_t bytes, const char* what);
 
+class Tracer;
+class StampRecorder;
+
 // Stage hooks for the profile executable: NVTX ranges and optional CUDA-event timing per stage.
 class StageTimer {
 public:
@@ -36,6 +39,7 @@ public:
     void push_range(const char* name);  // NVTX only (layer<i>, MEASURE@decode)
     void pop_range();
     bool counting = false;  // only count stages while measuring
+    Tracer* tracer = nullptr;  // profile --trace: the ranges' CPU times (engine/trace.h)
     struct Stat { std::string name; int calls = 0; double total_ms = 0; };
     std::vector<Stat> collect();  // synchronizes, sums event pairs per stage name (first-seen order)
 private:
@@ -75,6 +79,8 @@ public:
     size_t act_bytes() const { return act_bytes_; }
     size_t kv_bytes() const { return kv_bytes_; }
     StageTimer* timer = nullptr;
+    StampRecorder* stamps = nullptr;  // profile --stamps: stage stamps of the fused decode kernels (engine/trace.h)
+    void drop_graphs();  // the next decode steps capture their graph again
 
 private:
     void linear(floatX* out, const floatX* inp, const floatX* w, const floatX* b, int M, int N, int K, bool gelu,

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include "../common/precision.h"
+#include "stamps.cuh"
 
 namespace gd {
 
@@ -46,7 +47,10 @@ struct DecodeEpilogue {
     int* ticket = nullptr;
     int* tokens = nullptr;
     int V = 0;
+    StageStamps stamps;  // profile --stamps (off: buf nullptr): the stages of kDecodeLinearStages
 };
+// linear_mma_kernel's stamped stages in kernel order (argmax: the logits product with the fused greedy token).
+constexpr const char* kDecodeLinearStages = "prologue,wait,input,mma,epilogue,argmax";
 size_t decode_linear_smem(int M, int K);
 bool decode_linear_supported(int M, int N, int K);
 // pdl: launch with programmatic dependent launch (Variant::pdl).

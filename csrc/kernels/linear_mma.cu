@@ -93,6 +93,7 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int ntiles = N / kTileN, steps = K / 32;
     int tile = blockIdx.x;
+    stamp(e.stamps, 0, 0);  // stage stamps (profile --stamps, off by default): kDecodeLinearStages
     const bool early = early_trigger_for(M);
     pdl_trigger_early(early);
 
@@ -123,8 +124,10 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
     const int out_f = threadIdx.x / MB, out_m = threadIdx.x % MB;
     const bool owns_out = threadIdx.x < kTileN * MB && out_m < M;
     float bias_v = owns_out && e.bias ? to_f(e.bias[tile * kTileN + out_f]) : 0.f;
+    stamp(e.stamps, 0, 1), stamp(e.stamps, 1, 0);
     pdl_wait();
     pdl_trigger_late(early);
+    stamp(e.stamps, 1, 1), stamp(e.stamps, 2, 0);
     // The residual this thread adds is ready now: load it alongside the input staging.
     auto load_resid = [&](int tl) {
         const int n = tl * kTileN + out_f;
@@ -169,6 +172,7 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
         }
     }
     __syncthreads();
+    stamp(e.stamps, 2, 1), stamp(e.stamps, 3, 0);
 
     unsigned long long best = 0ull;  // fused argmax: this thread's best (logit, id) key so far
     while (true) {
@@ -208,6 +212,7 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
             r[(g + 8) * MB + nt * 8 + 2 * t + 1] = c[nt][3];
         }
         __syncthreads();
+        if (tile == (int)blockIdx.x) stamp(e.stamps, 3, 1), stamp(e.stamps, 4, 0);  // the first tile's products
         if (owns_out) {
             const int out_n = tile * kTileN + out_f;
             float v = bias_v;
@@ -232,9 +237,12 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
         resid = load_resid(tile);
         __syncthreads();  // `red` is written again by the next tile
     }
+    stamp(e.stamps, 4, 1);
     if (kLoop && e.argmax) {
+        stamp(e.stamps, 5, 0);
         __syncthreads();  // every thread has read its sums from `red`
         argmax_finish<MB>(e, best, M, reinterpret_cast<unsigned long long*>(red));
+        stamp(e.stamps, 5, 1);
     }
 }
 

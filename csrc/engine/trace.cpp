@@ -1,0 +1,734 @@
+#include "trace.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <type_traits>
+#include <unordered_map>
+
+#include "../common/check.h"
+#include "protocol.h"
+
+// CUPTI's headers give the types only (libcupti is opened at run time). Without them, or older than CUDA 13
+// (whose activity records this file reads), the build still succeeds and --trace says why it cannot trace.
+#if !defined(GD_NO_CUPTI) && __has_include(<cupti_activity.h>)
+#include <cupti_activity.h>
+#include <cupti_driver_cbid.h>
+#include <cupti_runtime_cbid.h>
+#include <cupti_version.h>
+#if CUPTI_API_VERSION >= 130000
+#define GD_CUPTI 1
+#endif
+#endif
+#ifndef GD_CUPTI
+#define GD_CUPTI 0
+#endif
+
+#ifndef GD_CUDA_HOME
+#define GD_CUDA_HOME "/usr/local/cuda"
+#endif
+
+namespace gd {
+
+// ---------------------------------------------------------------------------------------------------------
+// StampRecorder
+
+StampRecorder::StampRecorder(int max_slots, int max_blocks) : max_slots_(max_slots), max_blocks_(max_blocks) {
+    size_t bytes = (size_t)max_slots * max_blocks * kMaxStages * 2 * sizeof(unsigned long long);
+    CUDA_CHECK(cudaMalloc(&buf_, bytes));
+    CUDA_CHECK(cudaMemset(buf_, 0, bytes));
+}
+
+StampRecorder::~StampRecorder() {
+    if (buf_) cudaFree(buf_);
+}
+
+StageStamps StampRecorder::take(const char* kernel, const char* label, const char* stages) {
+    StageStamps s;
+    if (used_ >= max_slots_) {
+        missed_++;
+        return s;
+    }
+    StampSlot slot{kernel, label, {}};
+    std::string cur;
+    for (const char* p = stages;; p++) {
+        if (*p == ',' || *p == 0) {
+            slot.stages.push_back(cur);
+            cur.clear();
+            if (*p == 0) break;
+        } else {
+            cur += *p;
+        }
+    }
+    if (used_ < (int)slots_.size())
+        slots_[used_] = slot;
+    else
+        slots_.push_back(slot);
+    s.buf = buf_;
+    s.slot = used_++;
+    s.max_blocks = max_blocks_;
+    return s;
+}
+
+StampData StampRecorder::read() const {
+    StampData d;
+    d.slots.assign(slots_.begin(), slots_.begin() + used_);
+    d.raw.resize((size_t)used_ * max_blocks_ * kMaxStages * 2);
+    d.max_blocks = max_blocks_;
+    d.missed = missed_;
+    CUDA_CHECK(cudaDeviceSynchronize());
+    if (!d.raw.empty())
+        CUDA_CHECK(cudaMemcpy(d.raw.data(), buf_, d.raw.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost));
+    return d;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Tracer: libcupti through dlopen
+
+namespace {
+
+#if GD_CUPTI
+struct CuptiApi {
+    decltype(&cuptiGetVersion) get_version;
+    decltype(&cuptiGetResultString) result_string;
+    decltype(&cuptiActivityRegisterCallbacks) register_callbacks;
+    decltype(&cuptiActivityEnable) enable;
+    decltype(&cuptiActivityDisable) disable;
+    decltype(&cuptiActivityEnableRuntimeApi) enable_runtime_api;
+    decltype(&cuptiActivityEnableDriverApi) enable_driver_api;
+    decltype(&cuptiActivityFlushAll) flush_all;
+    decltype(&cuptiActivityGetNextRecord) next_record;
+    decltype(&cuptiActivityGetNumDroppedRecords) dropped_records;
+    decltype(&cuptiGetTimestamp) timestamp;
+};
+CuptiApi g_api;
+Tracer* g_tracer = nullptr;  // the one tracer that receives the buffers
+std::mutex g_mu;             // buffers may complete on CUPTI's thread
+
+// The launch calls recorded (kernels and graphs; runtime and driver API): what ties a kernel to its range.
+const CUpti_CallbackId kRuntimeLaunches[] = {
+    CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernel_v7000,         CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernel_ptsz_v7000,
+    CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernelExC_v11060,     CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernelExC_ptsz_v11060,
+    CUPTI_RUNTIME_TRACE_CBID___cudaLaunchKernel_v13000,      CUPTI_RUNTIME_TRACE_CBID___cudaLaunchKernel_ptsz_v13000,
+    CUPTI_RUNTIME_TRACE_CBID_cudaLaunchCooperativeKernel_v9000,
+    CUPTI_RUNTIME_TRACE_CBID_cudaLaunchCooperativeKernel_ptsz_v9000};
+const CUpti_CallbackId kRuntimeGraphLaunches[] = {CUPTI_RUNTIME_TRACE_CBID_cudaGraphLaunch_v10000,
+                                                  CUPTI_RUNTIME_TRACE_CBID_cudaGraphLaunch_ptsz_v10000};
+const CUpti_CallbackId kDriverLaunches[] = {
+    CUPTI_DRIVER_TRACE_CBID_cuLaunchKernel,   CUPTI_DRIVER_TRACE_CBID_cuLaunchKernel_ptsz,
+    CUPTI_DRIVER_TRACE_CBID_cuLaunchKernelEx, CUPTI_DRIVER_TRACE_CBID_cuLaunchKernelEx_ptsz,
+    CUPTI_DRIVER_TRACE_CBID_cuLaunchCooperativeKernel, CUPTI_DRIVER_TRACE_CBID_cuLaunchCooperativeKernel_ptsz};
+const CUpti_CallbackId kDriverGraphLaunches[] = {CUPTI_DRIVER_TRACE_CBID_cuGraphLaunch,
+                                                 CUPTI_DRIVER_TRACE_CBID_cuGraphLaunch_ptsz};
+
+template <size_t N>
+bool among(CUpti_CallbackId id, const CUpti_CallbackId (&set)[N]) {
+    return std::find(set, set + N, id) != set + N;
+}
+
+std::string result_text(CUptiResult r) {
+    const char* s = nullptr;
+    if (g_api.result_string && g_api.result_string(r, &s) == CUPTI_SUCCESS && s) return s;
+    return "CUPTI error " + std::to_string((int)r);
+}
+
+void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_records) {
+    *size = (size_t)8 << 20;
+    *buffer = static_cast<uint8_t*>(aligned_alloc(8, *size));
+    *max_records = 0;
+}
+
+void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t* buffer, size_t, size_t valid) {
+    std::lock_guard<std::mutex> lock(g_mu);
+    Tracer* t = g_tracer;
+    CUpti_Activity* rec = nullptr;
+    while (t && valid > 0 && g_api.next_record(buffer, valid, &rec) == CUPTI_SUCCESS) {
+        if (rec->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL || rec->kind == CUPTI_ACTIVITY_KIND_KERNEL) {
+            const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(rec);
+            TraceKernel o;
+            o.start = k->start, o.end = k->end, o.node = k->graphNodeId;
+            o.stream = k->streamId, o.corr = k->correlationId, o.graph = k->graphId;
+            o.grid[0] = k->gridX, o.grid[1] = k->gridY, o.grid[2] = k->gridZ;
+            o.block[0] = k->blockX, o.block[1] = k->blockY, o.block[2] = k->blockZ;
+            o.name = k->name ? k->name : "?";
+            if (o.start == 0 && o.end == 0)
+                t->dropped++;  // no timestamps could be collected for it
+            else
+                t->kernels.push_back(std::move(o));
+        } else if (rec->kind == CUPTI_ACTIVITY_KIND_RUNTIME || rec->kind == CUPTI_ACTIVITY_KIND_DRIVER) {
+            const auto* a = reinterpret_cast<const CUpti_ActivityAPI*>(rec);
+            const bool rt = rec->kind == CUPTI_ACTIVITY_KIND_RUNTIME;
+            const bool graph = rt ? among(a->cbid, kRuntimeGraphLaunches) : among(a->cbid, kDriverGraphLaunches);
+            const bool kernel = rt ? among(a->cbid, kRuntimeLaunches) : among(a->cbid, kDriverLaunches);
+            if (graph || kernel) {
+                TraceApi o;
+                o.start = a->start, o.end = a->end, o.corr = a->correlationId, o.thread = a->threadId;
+                o.runtime = rt, o.graph_launch = graph;
+                t->apis.push_back(o);
+            }
+        }
+    }
+    size_t dropped = 0;
+    if (t && g_api.dropped_records(ctx, stream, &dropped) == CUPTI_SUCCESS) t->dropped += dropped;
+    free(buffer);
+}
+
+// Folders that may hold libcupti, in search order.
+std::vector<std::string> cupti_folders() {
+    std::vector<std::string> homes, out;
+    if (const char* h = getenv("CUDA_HOME")) homes.push_back(h);
+    homes.push_back(GD_CUDA_HOME);
+    for (const std::string& h : homes)
+        for (const char* sub : {"/lib64", "/lib", "/extras/CUPTI/lib64"}) {
+            std::string d = h + sub;
+            if (std::find(out.begin(), out.end(), d) == out.end()) out.push_back(d);
+        }
+    if (const char* w = getenv("GPT2D_CUPTI_DIR"))
+        if (*w) out.push_back(w);
+    return out;
+}
+
+// libcupti.so, else its versioned files, in `dir`.
+std::vector<std::string> cupti_files(const std::string& dir) {
+    std::vector<std::string> names;
+    if (DIR* d = opendir(dir.c_str())) {
+        while (dirent* e = readdir(d))
+            if (strncmp(e->d_name, "libcupti.so", 11) == 0) names.push_back(e->d_name);
+        closedir(d);
+    }
+    std::sort(names.begin(), names.end());  // libcupti.so first, then libcupti.so.<N>...
+    for (auto& n : names) n = dir + "/" + n;
+    return names;
+}
+#endif  // GD_CUPTI
+
+}  // namespace
+
+Tracer::~Tracer() {
+#if GD_CUPTI
+    if (active_) stop();
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (g_tracer == this) g_tracer = nullptr;
+#endif
+}
+
+bool Tracer::fail(const std::string& why) {
+    why_ = why;
+    return false;
+}
+
+bool Tracer::load() {
+#if !GD_CUPTI
+#if defined(GD_NO_CUPTI) || !__has_include(<cupti_activity.h>)
+    return fail("this build has no CUPTI headers (cupti_activity.h): rebuild with a CUDA toolkit that has CUPTI");
+#else
+    return fail("this build's CUPTI headers are older than CUDA 13: rebuild with CUDA 13 or newer");
+#endif
+#else
+    if (lib_handle_) return true;
+    const unsigned major = CUPTI_API_VERSION / 10000;
+    std::vector<std::string> candidates;
+    const char* given = getenv("GPT2D_CUPTI");
+    if (given && *given) {
+        candidates.push_back(given);  // only that one
+    } else {
+        for (const std::string& d : cupti_folders())
+            for (const std::string& f : cupti_files(d)) candidates.push_back(f);
+        candidates.push_back("libcupti.so." + std::to_string(major));  // the loader's search path
+        candidates.push_back("libcupti.so");
+    }
+    std::string last;
+    for (const std::string& path : candidates) {
+        void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+            const char* e = dlerror();
+            if (given || path.find('/') != std::string::npos) last = e ? e : ("cannot open " + path);
+            continue;
+        }
+        CuptiApi api{};
+        bool ok = true;
+        auto sym = [&](auto& fn, const char* name) {
+            fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(h, name));
+            if (!fn) ok = false, last = path + " has no " + name;
+        };
+        sym(api.get_version, "cuptiGetVersion");
+        sym(api.result_string, "cuptiGetResultString");
+        sym(api.register_callbacks, "cuptiActivityRegisterCallbacks");
+        sym(api.enable, "cuptiActivityEnable");
+        sym(api.disable, "cuptiActivityDisable");
+        sym(api.enable_runtime_api, "cuptiActivityEnableRuntimeApi");
+        sym(api.enable_driver_api, "cuptiActivityEnableDriverApi");
+        sym(api.flush_all, "cuptiActivityFlushAll");
+        sym(api.next_record, "cuptiActivityGetNextRecord");
+        sym(api.dropped_records, "cuptiActivityGetNumDroppedRecords");
+        sym(api.timestamp, "cuptiGetTimestamp");
+        uint32_t v = 0;
+        if (ok && (api.get_version(&v) != CUPTI_SUCCESS || v / 10000 != major)) {
+            ok = false;
+            last = path + " is CUPTI API version " + std::to_string(v) + ", this build reads version " +
+                   std::to_string(major) + ".x (CUPTI_API_VERSION " + std::to_string(CUPTI_API_VERSION) + ")";
+        }
+        if (!ok) {
+            dlclose(h);
+            continue;
+        }
+        g_api = api;
+        lib_handle_ = h;
+        version_ = v;
+        char real[4096];
+        lib_ = dlinfo(h, RTLD_DI_ORIGIN, real) == 0 && path.find('/') == std::string::npos
+                   ? std::string(real) + "/" + path
+                   : path;
+        return true;
+    }
+    if (given && *given) return fail("GPT2D_CUPTI: " + last);
+    std::string where;
+    for (const std::string& d : cupti_folders()) where += (where.empty() ? "" : ", ") + d;
+    return fail("no usable libcupti (looked in " + where + " and the loader's path" +
+                (last.empty() ? "" : "; " + last) +
+                "): install CUPTI (the CUDA toolkit's, or pip install nvidia-cuda-cupti) or set GPT2D_CUPTI to the "
+                "library");
+#endif
+}
+
+bool Tracer::start() {
+#if !GD_CUPTI
+    return fail(why_.empty() ? "not built with CUPTI" : why_);
+#else
+    if (!lib_handle_ && !load()) return false;
+    {
+        std::lock_guard<std::mutex> lock(g_mu);
+        g_tracer = this;
+    }
+    CUptiResult r = g_api.register_callbacks(buffer_requested, buffer_completed);
+    if (r == CUPTI_SUCCESS) r = g_api.enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+    if (r != CUPTI_SUCCESS) return fail("CUPTI refused kernel tracing: " + result_text(r));
+    bool each = true;  // only the launch calls; else every runtime and driver call (filtered on arrival)
+    for (CUpti_CallbackId id : kRuntimeLaunches) each = each && g_api.enable_runtime_api(id, 1) == CUPTI_SUCCESS;
+    for (CUpti_CallbackId id : kRuntimeGraphLaunches) each = each && g_api.enable_runtime_api(id, 1) == CUPTI_SUCCESS;
+    for (CUpti_CallbackId id : kDriverLaunches) each = each && g_api.enable_driver_api(id, 1) == CUPTI_SUCCESS;
+    for (CUpti_CallbackId id : kDriverGraphLaunches) each = each && g_api.enable_driver_api(id, 1) == CUPTI_SUCCESS;
+    if (!each) {
+        r = g_api.enable(CUPTI_ACTIVITY_KIND_RUNTIME);
+        if (r == CUPTI_SUCCESS) r = g_api.enable(CUPTI_ACTIVITY_KIND_DRIVER);
+        if (r != CUPTI_SUCCESS) return fail("CUPTI refused API tracing: " + result_text(r));
+    }
+    active_ = true;
+    return true;
+#endif
+}
+
+void Tracer::stop() {
+#if GD_CUPTI
+    if (!active_) return;
+    active_ = false;
+    g_api.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+    g_api.disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+    g_api.disable(CUPTI_ACTIVITY_KIND_RUNTIME);
+    g_api.disable(CUPTI_ACTIVITY_KIND_DRIVER);
+#endif
+}
+
+uint64_t Tracer::now() const {
+    uint64_t t = 0;
+#if GD_CUPTI
+    if (lib_handle_) g_api.timestamp(&t);
+#endif
+    return t;
+}
+
+void Tracer::range_push(const char* name) {
+    if (!active_) return;
+    TraceRange r;
+    r.name = name;
+    r.parent = open_;
+    r.depth = open_ < 0 ? 0 : ranges[open_].depth + 1;
+    r.start = now();
+    ranges.push_back(r);
+    open_ = (int)ranges.size() - 1;
+}
+
+void Tracer::range_pop() {
+    if (!active_ || open_ < 0) return;
+    ranges[open_].end = now();
+    open_ = ranges[open_].parent;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// emit_trace: kernels -> launches -> ranges -> steps and stages; stamps -> kernels
+
+namespace {
+
+bool is_layer(const std::string& n) {
+    return n.size() > 5 && n.compare(0, 5, "layer") == 0 &&
+           std::all_of(n.begin() + 5, n.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+std::string triple(const int* v) {
+    return std::to_string(v[0]) + "," + std::to_string(v[1]) + "," + std::to_string(v[2]);
+}
+
+struct KernelInfo {
+    int k = -1;             // index into Tracer::kernels
+    int step = -1;          // measured step, -1: none (LABEL, warm-up, unknown launch)
+    bool label = false;     // launched in the LABEL step
+    int range = -1;         // innermost range of its launch
+    std::string stage, layer;
+};
+
+// Union length of [start, end) intervals.
+uint64_t union_length(std::vector<std::pair<uint64_t, uint64_t>> iv) {
+    std::sort(iv.begin(), iv.end());
+    uint64_t total = 0, cs = 0, ce = 0;
+    bool open = false;
+    for (auto& [s, e] : iv) {
+        if (!open || s > ce) {
+            if (open) total += ce - cs;
+            cs = s, ce = e, open = true;
+        } else {
+            ce = std::max(ce, e);
+        }
+    }
+    if (open) total += ce - cs;
+    return total;
+}
+
+}  // namespace
+
+void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
+    const auto& R = t.ranges;
+    const auto& K = t.kernels;
+    const int nr = (int)R.size();
+    // Top-level range of each range; measured steps are the top-level MEASURE ranges in order.
+    std::vector<int> top(nr), step_of(nr, -1);
+    int label_top = -1, nsteps = 0;
+    for (int i = 0; i < nr; i++) {
+        top[i] = R[i].parent < 0 ? i : top[R[i].parent];
+        if (R[i].parent < 0 && R[i].name == "MEASURE") step_of[i] = nsteps++;
+        if (R[i].parent < 0 && R[i].name == "LABEL") label_top = i;
+    }
+    // Innermost range open at CPU time `ts` (ranges are in push order, which is start order).
+    auto innermost = [&](uint64_t ts) {
+        int lo = 0, hi = nr;  // first range starting after ts
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (R[mid].start <= ts) lo = mid + 1; else hi = mid;
+        }
+        for (int r = lo - 1; r >= 0; r = R[r].parent)
+            if (R[r].end == 0 || R[r].end >= ts) return r;
+        return -1;
+    };
+    // Launch calls: one inside another of the same thread (the runtime's own driver call) is the same launch.
+    std::unordered_map<uint32_t, int> api_of;
+    std::vector<int> order;
+    for (size_t i = 0; i < t.apis.size(); i++) api_of[t.apis[i].corr] = (int)i, order.push_back((int)i);
+    std::sort(order.begin(), order.end(), [&](int a, int b) {
+        const TraceApi &x = t.apis[a], &y = t.apis[b];
+        return x.thread != y.thread ? x.thread < y.thread : x.start != y.start ? x.start < y.start : x.end > y.end;
+    });
+    std::vector<bool> inner(t.apis.size(), false);
+    for (size_t j = 0, outer = 0; j < order.size(); j++) {
+        const TraceApi& a = t.apis[order[j]];
+        const TraceApi& o = t.apis[order[outer]];
+        if (j > 0 && o.thread == a.thread && a.end <= o.end) inner[order[j]] = true;
+        else outer = j;
+    }
+    std::vector<int> launched(nsteps, 0);
+    std::vector<bool> graph_step(nsteps, false);
+    int label_launches = 0;
+    for (size_t i = 0; i < t.apis.size(); i++) {
+        const TraceApi& a = t.apis[i];
+        int r = innermost(a.start);
+        if (r < 0 || inner[i]) continue;
+        int s = step_of[top[r]];
+        if (a.graph_launch) {
+            if (s >= 0) graph_step[s] = true;
+        } else {
+            if (s >= 0) launched[s]++;
+            if (top[r] == label_top) label_launches++;
+        }
+    }
+    // Each kernel: its launch, range, step, stage and layer.
+    std::vector<KernelInfo> info(K.size());
+    int unassigned = 0;
+    for (size_t i = 0; i < K.size(); i++) {
+        KernelInfo& ki = info[i];
+        ki.k = (int)i;
+        auto it = api_of.find(K[i].corr);
+        if (it == api_of.end()) {
+            unassigned++;
+            continue;
+        }
+        ki.range = innermost(t.apis[it->second].start);
+        if (ki.range < 0) continue;
+        ki.step = step_of[top[ki.range]];
+        ki.label = top[ki.range] == label_top;
+        for (int r = ki.range; r >= 0 && r != top[ki.range]; r = R[r].parent) {
+            if (is_layer(R[r].name)) {
+                if (ki.layer.empty()) ki.layer = R[r].name;
+            } else if (ki.stage.empty()) {
+                ki.stage = R[r].name;
+            }
+        }
+    }
+    // Kernels per step in GPU order (the launch order of one stream: a kernel starts after the one before it
+    // started, PDL or not).
+    auto by_start = [&](int a, int b) {
+        return K[a].start != K[b].start ? K[a].start < K[b].start : K[a].corr != K[b].corr ? K[a].corr < K[b].corr
+                                                                                             : K[a].node < K[b].node;
+    };
+    std::vector<std::vector<int>> steps(nsteps);
+    std::vector<int> label_seq;
+    for (const KernelInfo& ki : info) {
+        if (ki.step >= 0) steps[ki.step].push_back(ki.k);
+        if (ki.label) label_seq.push_back(ki.k);
+    }
+    for (auto& s : steps) std::sort(s.begin(), s.end(), by_start);
+    std::sort(label_seq.begin(), label_seq.end(), by_start);
+    // Graph replays have no stage ranges: the LABEL step (the same launches one by one) names them, by
+    // position when the kernels agree, else by kernel name (a name launched in several stages gets "a/b").
+    std::string label_match = "none";
+    if (run.graph && !label_seq.empty()) {
+        std::unordered_map<std::string, std::pair<std::string, std::string>> by_name;  // name -> stage, layer
+        for (int k : label_seq) {
+            auto& e = by_name[K[k].name];
+            const std::string& st = info[k].stage;
+            if (e.first.empty()) e.first = st;
+            else if (("/" + e.first + "/").find("/" + st + "/") == std::string::npos) e.first += "/" + st;
+            if (e.second != info[k].layer) e.second = e.second.empty() ? info[k].layer : "";
+        }
+        label_match = "index";
+        for (auto& s : steps) {
+            bool same = s.size() == label_seq.size();
+            for (size_t j = 0; same && j < s.size(); j++) same = K[s[j]].name == K[label_seq[j]].name;
+            if (!same) label_match = "names";
+            for (size_t j = 0; j < s.size(); j++) {
+                KernelInfo& ki = info[s[j]];
+                if (!ki.stage.empty()) continue;
+                if (same) {
+                    ki.stage = info[label_seq[j]].stage, ki.layer = info[label_seq[j]].layer;
+                } else {
+                    auto it = by_name.find(K[s[j]].name);
+                    if (it != by_name.end()) ki.stage = it->second.first, ki.layer = it->second.second;
+                }
+            }
+        }
+    }
+    // GPU span of every range: its kernels' first start and last end.
+    std::vector<uint64_t> gs(nr, UINT64_MAX), ge(nr, 0);
+    std::vector<int> gn(nr, 0);
+    for (const KernelInfo& ki : info)
+        for (int r = ki.range; r >= 0; r = R[r].parent) {
+            gs[r] = std::min(gs[r], K[ki.k].start);
+            ge[r] = std::max(ge[r], K[ki.k].end);
+            gn[r]++;
+        }
+    // The timeline's origin: the earliest thing shown. prev_end: the end of the last kernel before the first
+    // measured one (the traced warm-up), where the first step's time begins.
+    uint64_t first = UINT64_MAX, prev_end = 0, origin = UINT64_MAX;
+    if (nsteps && !steps[0].empty()) first = K[steps[0][0]].start;
+    for (const TraceKernel& k : K)
+        if (k.start < first) prev_end = std::max(prev_end, k.end);
+    for (int i = 0; i < nr; i++)
+        if (step_of[top[i]] >= 0) origin = std::min(origin, R[i].start);
+    if (first != UINT64_MAX) origin = std::min(origin, first);
+    if (prev_end) origin = std::min(origin, prev_end);
+    if (origin == UINT64_MAX) origin = 0;
+    auto rel = [&](uint64_t v) { return (int64_t)v - (int64_t)origin; };
+
+    // Stamps (the last measured step): slot n of a kernel name is the n-th kernel of the step with that name.
+    struct SlotMatch { int kernel = -1, idx = -1; };
+    static const StampData none;
+    const std::vector<StampSlot>& slots = (sd ? *sd : none).slots;
+    const std::vector<unsigned long long>& raw = (sd ? *sd : none).raw;
+    std::vector<SlotMatch> match(slots.size());
+    std::vector<long long> offsets;
+    const int mb = sd ? sd->max_blocks : 0;
+    auto at = [&](size_t slot, int b, int st, int edge) {
+        return raw[(((size_t)slot * mb + b) * kMaxStages + st) * 2 + edge];
+    };
+    if (nsteps && !slots.empty()) {
+        const std::vector<int>& last = steps[nsteps - 1];
+        std::unordered_map<std::string, int> rank;
+        for (size_t i = 0; i < slots.size(); i++) {
+            int want = rank[slots[i].kernel]++, seen = 0;
+            for (size_t j = 0; j < last.size(); j++)
+                if (K[last[j]].name.find(slots[i].kernel) != std::string::npos && seen++ == want) {
+                    match[i] = {last[j], (int)j};
+                    break;
+                }
+            if (match[i].kernel < 0) continue;
+            unsigned long long earliest = 0;
+            const int nb = std::min(K[match[i].kernel].grid[0], mb);
+            for (int b = 0; b < nb; b++)
+                for (int st = 0; st < (int)slots[i].stages.size() && st < kMaxStages; st++) {
+                    unsigned long long v = at(i, b, st, 0);
+                    if (v && (!earliest || v < earliest)) earliest = v;
+                }
+            if (earliest) offsets.push_back((long long)K[match[i].kernel].start - (long long)earliest);
+        }
+    }
+    long long offset = 0, spread = 0;
+    if (!offsets.empty()) {
+        std::vector<long long> o = offsets;
+        std::sort(o.begin(), o.end());
+        offset = o[o.size() / 2];
+        spread = o.back() - o.front();
+    }
+
+    // The checks (the driver's table recomputes them from the records).
+    int kmin = INT32_MAX, kmax = 0, lmin = INT32_MAX, lmax = 0;
+    for (int s = 0; s < nsteps; s++) {
+        int want = graph_step[s] ? label_launches : launched[s];
+        kmin = std::min(kmin, (int)steps[s].size()), kmax = std::max(kmax, (int)steps[s].size());
+        lmin = std::min(lmin, want), lmax = std::max(lmax, want);
+    }
+    if (!nsteps) kmin = lmin = 0;
+    uint64_t last_end = 0;
+    for (auto& s : steps)
+        for (int k : s) last_end = std::max(last_end, K[k].end);
+    const double trace_step_us = nsteps && prev_end && last_end > prev_end ? (last_end - prev_end) / 1e3 / nsteps : 0.0;
+    const double untraced_us = run.untraced_step_ms * 1e3;
+    const double step_dev = untraced_us > 0 ? trace_step_us / untraced_us - 1.0 : 0.0;
+
+    Record head("trace");
+    head.str("status", "ok")
+        .str("lib", t.library())
+        .num("cupti", (int64_t)t.version())
+        .num("steps", nsteps)
+        .num("graph", (int)run.graph)
+        .num("stamps", (int)(sd != nullptr))
+        .num("kernels", (int64_t)K.size())
+        .num("launch_calls", (int64_t)t.apis.size())
+        .num("dropped", (int64_t)t.dropped)
+        .num("unassigned", unassigned)
+        .num("origin_ns", (int64_t)origin);
+    if (prev_end) head.num("prev_end", rel(prev_end));  // unknown without a kernel before the first step
+    head.num("untraced_step_ms", run.untraced_step_ms)
+        .num("traced_step_ms", run.traced_step_ms)
+        .num("label_kernels", (int64_t)label_seq.size())
+        .str("label_match", label_match)
+        .num("stamp_offset_ns", (int64_t)offset)
+        .num("stamp_spread_ns", (int64_t)spread)
+        .num("stamp_missed", sd ? sd->missed : 0);
+    head.emit();
+    for (int i = 0; i < nr; i++) {
+        const int s = step_of[top[i]];
+        if (s < 0) continue;
+        Record rec("range");
+        rec.num("step", s).str("name", R[i].name).num("depth", R[i].depth).num("start", rel(R[i].start));
+        rec.num("end", R[i].end ? rel(R[i].end) : rel(R[i].start)).num("kernels", gn[i]);
+        if (gn[i]) rec.num("gpu_start", rel(gs[i])).num("gpu_end", rel(ge[i]));
+        if (R[i].parent < 0) rec.num("launched", graph_step[s] ? label_launches : launched[s]);
+        rec.emit();
+    }
+    for (int s = 0; s < nsteps; s++)
+        for (size_t j = 0; j < steps[s].size(); j++) {
+            const TraceKernel& k = K[steps[s][j]];
+            const KernelInfo& ki = info[steps[s][j]];
+            Record("kernel")
+                .num("step", s)
+                .num("idx", (int)j)
+                .str("name", k.name)
+                .num("stream", (int64_t)k.stream)
+                .num("start", rel(k.start))
+                .num("end", rel(k.end))
+                .num("corr", (int64_t)k.corr)
+                .num("node", (int64_t)k.node)
+                .str("grid", triple(k.grid))
+                .str("block", triple(k.block))
+                .str("stage", ki.stage)
+                .str("layer", ki.layer)
+                .emit();
+        }
+    // Stage stamps: per slot and stage, the blocks' first start, last end, the union of their intervals.
+    double smin = 1e30, smax = 0;
+    int stamped = 0, stamps_off = 0;
+    for (size_t i = 0; i < slots.size(); i++) {
+        const StampSlot& sl = slots[i];
+        std::string names;
+        for (auto& n : sl.stages) names += (names.empty() ? "" : ",") + n;
+        const int nb = match[i].kernel >= 0 ? std::min(K[match[i].kernel].grid[0], mb) : 0;
+        Record("stampdef")
+            .num("slot", (int)i)
+            .num("step", nsteps - 1)
+            .num("idx", match[i].idx)
+            .str("label", sl.label)
+            .str("kernel", sl.kernel)
+            .str("stages", names)
+            .num("blocks", nb)
+            .emit();
+        uint64_t sum = 0;
+        for (int st = 0; st < (int)sl.stages.size() && st < kMaxStages && nb; st++) {
+            std::vector<std::pair<uint64_t, uint64_t>> iv;
+            double mean = 0;
+            for (int b = 0; b < nb; b++) {
+                unsigned long long a = at(i, b, st, 0), e = at(i, b, st, 1);
+                if (a && e >= a) iv.push_back({a, e}), mean += (double)(e - a);
+            }
+            if (iv.empty()) continue;
+            uint64_t lo = UINT64_MAX, hi = 0;
+            for (auto& [a, e] : iv) lo = std::min(lo, a), hi = std::max(hi, e);
+            const uint64_t u = union_length(iv);
+            sum += u;
+            Record("stamp")
+                .num("slot", (int)i)
+                .num("stage", st)
+                .str("name", sl.stages[st])
+                .num("start", (int64_t)(lo + offset - origin))
+                .num("end", (int64_t)(hi + offset - origin))
+                .num("union_ns", (int64_t)u)
+                .num("mean_ns", mean / iv.size())
+                .num("blocks", (int)iv.size())
+                .emit();
+        }
+        if (nb && sum) {
+            const TraceKernel& k = K[match[i].kernel];
+            const double ratio = (double)sum / (double)(k.end - k.start);
+            smin = std::min(smin, ratio), smax = std::max(smax, ratio);
+            stamped++;
+            stamps_off += std::abs(ratio - 1.0) > 0.05;
+        }
+    }
+    const bool kernels_ok = nsteps > 0 && kmin == kmax && lmin == lmax && kmin == lmin && unassigned == 0;
+    Record("tracecheck")
+        .num("steps", nsteps)
+        .num("kernels_min", kmin)
+        .num("kernels_max", kmax)
+        .num("launched_min", lmin)
+        .num("launched_max", lmax)
+        .num("kernels_ok", (int)kernels_ok)
+        .num("step_us", trace_step_us)
+        .num("untraced_step_us", untraced_us)
+        .num("step_dev", step_dev)
+        .num("step_ok", (int)(untraced_us > 0 && std::abs(step_dev) <= 0.05))
+        .num("stamped", stamped)
+        .num("stamps_min", stamped ? smin : 0.0)
+        .num("stamps_max", stamped ? smax : 0.0)
+        .num("stamps_ok", (int)(stamped > 0 && stamps_off == 0))
+        .emit();
+    if (run.quiet) return;
+    printf("trace: %s, %d measured steps%s; %zu kernels recorded, %d of them without their launch call, %llu "
+           "records dropped\n",
+           t.library().c_str(), nsteps, run.graph ? " (CUDA graph replays, stages from the LABEL step)" : "",
+           K.size(), unassigned, (unsigned long long)t.dropped);
+    printf("check kernels per step: %d..%d seen, %d..%d launched: %s\n", kmin, kmax, lmin, lmax,
+           kernels_ok ? "OK" : "MISMATCH");
+    printf("check step time: %.2f us traced (kernels + gaps) vs %.2f us untraced (CUDA events): %+.1f%% %s "
+           "(traced steps by CUDA events: %.2f us)\n",
+           trace_step_us, untraced_us, 100 * step_dev, std::abs(step_dev) <= 0.05 ? "OK" : "OFF BY MORE THAN 5%",
+           run.traced_step_ms * 1e3);
+    if (!slots.empty())
+        printf("check stage stamps: %d kernels of the last step, stage unions add up to %.1f..%.1f%% of their "
+               "CUPTI durations: %s (clock offset spread %lld ns)\n",
+               stamped, stamped ? 100 * smin : 0.0, stamped ? 100 * smax : 0.0,
+               stamped && !stamps_off ? "OK" : "NOT WITHIN 5%", spread);
+}
+
+}  // namespace gd

@@ -1,0 +1,118 @@
+// The kernel timeline of `profile --trace` (docs/protocol.md, "Trace records"), without Nsight Systems.
+// Tracer: CUPTI's activity API, loaded at run time (dlopen; never linked, so the executables run where it is
+// absent), records every kernel's GPU start and end (kernels inside a CUDA graph too: they share the graph
+// launch's correlation id and carry their graph node id) and the launch calls with their CPU times; the NVTX
+// ranges the StageTimer pushes are timed here on CUPTI's clock, the clock of every record. emit_trace() ties
+// kernels to launches, launches to ranges, and prints the trace records.
+// StampRecorder: the host side of the in-kernel stage stamps (kernels/stamps.cuh): one buffer slot per stamped
+// launch, read back after the steps and aligned to the kernels' CUPTI times.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../kernels/stamps.cuh"
+
+namespace gd {
+
+struct TraceKernel {
+    uint64_t start = 0, end = 0, node = 0;  // node: graph node id, 0 outside a graph
+    uint32_t stream = 0, corr = 0, graph = 0;
+    int grid[3] = {0, 0, 0}, block[3] = {0, 0, 0};
+    std::string name;  // mangled, as CUPTI gives it
+};
+struct TraceApi {  // one kernel or graph launch call
+    uint64_t start = 0, end = 0;
+    uint32_t corr = 0, thread = 0;
+    bool runtime = true;        // runtime API (else driver API)
+    bool graph_launch = false;  // cudaGraphLaunch / cuGraphLaunch
+};
+struct TraceRange {  // an NVTX push/pop range, CPU times
+    std::string name;
+    int parent = -1, depth = 0;
+    uint64_t start = 0, end = 0;  // end 0: still open
+};
+
+class Tracer {
+public:
+    Tracer() = default;
+    ~Tracer();
+    Tracer(const Tracer&) = delete;
+    Tracer& operator=(const Tracer&) = delete;
+    // Finds and opens libcupti: $GPT2D_CUPTI (a file: only that one) or the toolkit ($CUDA_HOME, the build's
+    // CUDA_HOME: lib64/, lib/, extras/CUPTI/lib64/), then $GPT2D_CUPTI_DIR (the driver sets it to the
+    // nvidia-cuda-cupti wheel's folder), then the plain soname. False with why() when it cannot trace.
+    bool load();
+    bool start();  // records from now on (kernels, launch calls, ranges); false with why()
+    void stop();   // delivers every record (synchronize the device first) and stops recording
+    bool active() const { return active_; }
+    uint64_t now() const;  // CUPTI's clock, ns
+    void range_push(const char* name);  // while active: an NVTX range opens / closes (CPU time)
+    void range_pop();
+    const std::string& why() const { return why_; }
+    const std::string& library() const { return lib_; }
+    unsigned version() const { return version_; }
+
+    std::vector<TraceKernel> kernels;
+    std::vector<TraceApi> apis;
+    std::vector<TraceRange> ranges;
+    uint64_t dropped = 0;  // records CUPTI could not store
+
+private:
+    bool fail(const std::string& why);
+    void* lib_handle_ = nullptr;
+    std::string why_, lib_;
+    unsigned version_ = 0;
+    bool active_ = false;
+    int open_ = -1;  // innermost open range
+};
+
+struct StampSlot {  // one stamped launch
+    std::string kernel, label;
+    std::vector<std::string> stages;
+};
+struct StampData {  // what the stamped launches of the last step wrote
+    std::vector<StampSlot> slots;
+    std::vector<unsigned long long> raw;  // [slot][block][kMaxStages][2] ns of %globaltimer (start, end)
+    int max_blocks = 0, missed = 0;      // missed: launches that found no free slot (not stamped)
+};
+
+class StampRecorder {
+public:
+    // Room for max_slots stamped launches of up to max_blocks blocks each (zeroed device buffer).
+    StampRecorder(int max_slots, int max_blocks);
+    ~StampRecorder();
+    StampRecorder(const StampRecorder&) = delete;
+    StampRecorder& operator=(const StampRecorder&) = delete;
+    // The stamps of one launch: `kernel` is a part of the kernel's name (it finds the launch among the step's
+    // kernels: the n-th slot of a name is the n-th kernel of the step with that name), `label` what the launch
+    // is (e.g. "qkv"), `stages` the stage names in kernel order, comma-separated. Off (buf nullptr) once the
+    // slots are used up.
+    StageStamps take(const char* kernel, const char* label, const char* stages);
+    // The next launches take the slots from the first again: a step launches the same kernels as the last
+    // one, so the buffer ends up holding the last step's stamps.
+    void restart() { used_ = 0; }
+    StampData read() const;  // the slots of the last step (synchronizes)
+
+private:
+    unsigned long long* buf_ = nullptr;
+    int max_slots_, max_blocks_, used_ = 0, missed_ = 0;
+    std::vector<StampSlot> slots_;
+};
+
+// What emit_trace needs to know about the run.
+struct TraceRun {
+    int steps = 0;                 // measured (traced) steps: the MEASURE ranges after start()
+    bool graph = false;            // the measured steps replay a CUDA graph
+    double untraced_step_ms = 0;   // the same steps before tracing started (CUDA events)
+    double traced_step_ms = 0;     // the traced steps (CUDA events)
+    bool quiet = false;
+};
+
+// The trace records (docs/protocol.md) of what was recorded (stamps: nullptr without --stamps), and the
+// self-checks as text unless quiet.
+void emit_trace(const Tracer& t, const StampData* stamps, const TraceRun& run);
+
+}  // namespace gd
