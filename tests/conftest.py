@@ -48,9 +48,9 @@ def make_script(tmp_path):
     return lambda name, body: write_script(tmp_path / name, body)
 
 
-# A stand-in for all five executables: it reads the common flags and prints protocol lines.
-# FAKE_LOG: append each invocation to this file. FAKE_FAIL=<program>:<B>: fail that run with
-# exit 4. FAKE_VALIDATE=1: validation fails.
+# A stand-in for all five executables: it reads the common flags and prints protocol lines; each
+# --no-<switch> makes it slower by a quarter. FAKE_LOG: append each invocation to this file.
+# FAKE_FAIL=<program>:<B>: fail that run with exit 4. FAKE_VALIDATE=1: validation fails.
 FAKE_ENGINE = r'''
 import os, sys
 prog = os.path.basename(sys.argv[0])
@@ -97,6 +97,7 @@ if prog == "profile":
     print(f"{P} done status=0")
     sys.exit(0)
 speed = {"naive": 1.0, "kvonly": 5.0, "optimized": 10.0}[prog]
+speed /= 1 + 0.25 * sum(x.startswith("--no-") for x in a)  # each ablation switch off: slower
 for i in range(W + R):
     total = B * G / (speed * 100 * B ** 0.5) * 1000 * (1 + 0.01 * i)
     print(f"{P} rep index={i} warmup={int(i < W)} total_ms={total:.6g} prefill_ms=1 decode_ms={total - 1:.6g} "

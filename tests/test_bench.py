@@ -743,3 +743,87 @@ def test_bench_results_from_the_h100_recompute():
     for b, r in opt.items():
         assert r["tokens_per_s_median"] == pytest.approx(b * 512 / (r["total_ms"] / 1e3), rel=0.02)
         assert r["vs_hf_compiled"] > 1 and r["vs_hf_eager"] > 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Model sizes, the tokens/s curve and its plot, resuming, the output formats
+# ------------------------------------------------------------------------------------------------
+
+
+def test_bench_model_size(runner, fake_engine, fake_hf, tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(models, "resolve_model", lambda model, precision, checkpoint=None: (
+        asked.append((model, precision, checkpoint)), fake_engine.model)[1])
+    out = tmp_path / "o"
+    res = runner.invoke(cli, ["bench", "--model", "gpt2-medium", "-b", "1", "-n", "8", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert ("gpt2-medium", "bf16", None) in asked  # the random weights of that size
+    assert [c.split()[0] for c in fake_engine.calls()] == ["naive", "kvonly", "optimized"]
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    medium = ck.PRESETS["gpt2-medium"]
+    assert meta["model_size"] == "gpt2-medium" and meta["model"]["num_layers"] == 24
+    assert meta["weights_bytes"] == medium.num_parameters * 2
+    assert set(pd.read_csv(out / "results.csv")["model"]) == {"gpt2-medium"}
+    res = runner.invoke(cli, ["bench", "--model", "gpt2-xl", "--checkpoint", str(fake_engine.model)])
+    assert res.exit_code == 2 and "not both" in res.output
+    res = runner.invoke(cli, ["bench", "--model", "gpt3"])
+    assert res.exit_code == 2 and "gpt2-xl" in res.output
+
+
+def test_model_sizes_are_made_once(tmp_path, monkeypatch):
+    """--model's weights: written once under $GPT2DRIVER_HOME/models, reused while they match."""
+    monkeypatch.setenv("GPT2DRIVER_HOME", str(tmp_path))
+    monkeypatch.setitem(ck.PRESETS, "gpt2-large", TINY)  # never write 774M in a unit test
+    path = models.resolve_model("gpt2-large", "BF16")
+    assert path == tmp_path / "models" / "gpt2-large_random_bf16.bin"
+    assert ck.read_header(path) == (TINY, 5)
+    stamp = path.stat().st_mtime_ns, path.stat().st_ino
+    assert models.resolve_model("gpt2-large", "FP16") == path
+    assert (path.stat().st_mtime_ns, path.stat().st_ino) == stamp
+    assert models.resolve_model("gpt2-large", "FP32").name == "gpt2-large_random_fp32.bin"
+
+
+def test_bench_curve_and_plot(runner, fake_engine, fake_hf, tmp_path):
+    out = tmp_path / "o"
+    args = ["bench", "-n", "8", "--no-hf", "--copy-gbps", "3000", "--out", str(out)]
+    res = runner.invoke(cli, args + [x for b in (1, 2, 4, 8, 16) for x in ("-b", str(b))])
+    assert res.exit_code == 0, res.output
+    curve = res.output[res.output.index("tokens/s against B:"):]
+    lines = [l for l in curve.splitlines() if l.startswith("| ")]
+    assert [c.strip() for c in lines[0].split("|")[1:5]] == ["B", "naive", "kvonly", "optimized"]
+    assert [l.split("|")[1].strip() for l in lines[1:]] == ["1", "2", "4", "8", "16"]
+    assert "optimized % of floor" in lines[0]
+    assert "tokens/s against B:" in (out / "table.txt").read_text()
+    if importlib.util.find_spec("matplotlib"):
+        assert (out / "tokens_per_s.png").stat().st_size > 1000 and f"plot: {out}" in res.output
+    else:
+        assert "matplotlib is not installed" in res.output
+
+
+def test_bench_resumes_in_the_same_directory(runner, fake_engine, fake_hf, tmp_path):
+    out = tmp_path / "o"
+    args = ["bench", "-b", "1", "-b", "2", "-n", "8", "--out", str(out)]
+    assert runner.invoke(cli, args).exit_code == 0
+    before = len(fake_engine.calls())
+    res = runner.invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert len(fake_engine.calls()) == before and len(fake_hf) == 1  # nothing ran again
+    assert "engine: 6 row(s) done earlier, skipped" in res.output
+    assert "Hugging Face: 4 row(s) done earlier, skipped" in res.output
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 10 and set(df["status"]) == {"ok"}
+    assert len((out / "results.jsonl").read_text().splitlines()) == 10
+    # one more batch size: only its rows run
+    res = runner.invoke(cli, args + ["-b", "4"])
+    assert res.exit_code == 0 and len(fake_engine.calls()) == before + 3
+    assert fake_hf[-1]["batches"] == [4] and len(pd.read_csv(out / "results.csv")) == 15
+
+
+def test_bench_output_formats(runner, fake_engine, fake_hf, tmp_path):
+    res = runner.invoke(cli, ["bench", "-b", "1", "-n", "8", "--no-hf", "-o", "json", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output[res.output.index('{\n  "meta"'):res.output.rindex("}") + 1])
+    assert [r["variant"] for r in data["rows"]] == ["naive", "kvonly", "optimized"]
+    res = runner.invoke(cli, ["bench", "-b", "1", "-n", "8", "--no-hf", "-o", "jsonl", "--out", str(tmp_path)])
+    rows = [json.loads(l) for l in res.output.splitlines() if l.startswith('{"variant"')]
+    assert len(rows) == 3 and rows[2]["vs_naive"] == pytest.approx(10.0, rel=1e-3)

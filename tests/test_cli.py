@@ -252,3 +252,68 @@ def test_doctor(runner, monkeypatch):
     assert res.exit_code == 0, res.output
     for word in ("nvcc", "GPU", "compute capability", "cuBLAS", "nsys", "ncu"):
         assert word in res.output
+
+
+def test_errors_leave_through_one_handler(runner, monkeypatch):
+    """A DriverError becomes "Error: <first line>" (further lines indented) and its exit code."""
+    from gpt2driver.errors import BuildError, Interrupted
+
+    def broken(cc, precision, jobs=None, quiet=False):
+        raise BuildError("make failed (exit code 2): make ...\nnvcc fatal: bad arch")
+
+    monkeypatch.setattr(build_mod, "make_build", broken)
+    res = runner.invoke(cli, ["build", "--cc", "90"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output == "Error: make failed (exit code 2): make ...\n  nvcc fatal: bad arch\n"
+
+    def interrupted(cc, precision, jobs=None, quiet=False):
+        raise Interrupted("interrupted: 3 point(s) kept")
+
+    monkeypatch.setattr(build_mod, "make_build", interrupted)
+    res = runner.invoke(cli, ["build", "--cc", "90"])
+    assert res.exit_code == 130 and res.output == "Error: interrupted: 3 point(s) kept\n"
+
+    def ctrl_c(cc, precision, jobs=None, quiet=False):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_mod, "make_build", ctrl_c)
+    res = runner.invoke(cli, ["build", "--cc", "90"])
+    assert res.exit_code == 130 and res.output == "Error: interrupted\n"
+
+
+def test_output_formats_and_bin_dir(runner, fake_engine, tmp_path):
+    import pandas as pd
+    from io import StringIO
+
+    res = runner.invoke(cli, ["compare", "-b", "2", "-n", "8", "--repeat", "1", "-o", "json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output[res.output.index("[\n"):])
+    assert [r["variant"] for r in rows] == ["naive", "kvonly", "optimized"]
+    assert rows[2]["speedup_vs_naive"] == pytest.approx(10.0, rel=1e-3)
+    cfg = tmp_path / "mini.yaml"
+    cfg.write_text("name: mini\nvariants: [naive, optimized]\nbatch: [1]\ngen: [4]\nrepeat: 1\n")
+    res = runner.invoke(cli, ["sweep", "--config", str(cfg), "--out", str(tmp_path / "r"), "-o", "csv"])
+    assert res.exit_code == 0, res.output
+    csv = pd.read_csv(StringIO(res.output[res.output.index("id,"):]))
+    assert list(csv["variant"]) == ["naive", "optimized"]
+    # --bin-dir: the executables of another tree, nothing built
+    builds = len(fake_engine.builds)
+    other = tmp_path / "other"
+    other.mkdir()
+    for prog in ("naive", "optimized"):
+        (other / prog).write_bytes((fake_engine.bin_dir / prog).read_bytes())
+        (other / prog).chmod(0o755)
+    res = runner.invoke(cli, ["compare", "--variants", "naive,optimized", "-n", "4", "--repeat", "1",
+                              "--bin-dir", str(other)])
+    assert res.exit_code == 0, res.output
+    assert len(fake_engine.builds) == builds
+    res = runner.invoke(cli, ["run", "--variant", "kvonly", "--bin-dir", str(other), "--prompt-ids", "1"])
+    assert res.exit_code == 1 and f"cannot start {other / 'kvonly'}" in res.output
+
+
+def test_python_m_gpt2driver():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "gpt2driver", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and "0.1.0" in r.stdout

@@ -7,7 +7,6 @@ import pytest
 
 from gpt2driver import paths
 from gpt2driver.engine import build as build_mod
-from gpt2driver.engine import runner
 from gpt2driver.engine.build import build_dir
 from gpt2driver.engine.runner import engine_args, run_binary
 from gpt2driver.errors import RunError

@@ -166,3 +166,33 @@ def test_resolve_model_presets(tmp_path, monkeypatch):
     path = models.resolve_model("gpt2-medium", "FP32")
     assert path == tmp_path / "gpt2-medium_random_fp32.bin"
     assert calls == [("gpt2-medium_random_fp32.bin", 24, "fp32")]
+
+
+def test_batch_curve_preset(fake_engine, tmp_path, capsys):
+    """configs/batch_curve.yaml: B = 1 ... 256 with naive left out from 64 on; with a copy
+    bandwidth the rows get their % of floor, the table and the plot show it."""
+    import dataclasses
+
+    from gpt2driver.experiments.configs import config_path, load_config
+
+    cfg = load_config(config_path("batch_curve"))
+    assert cfg.batch == [1, 2, 4, 8, 16, 32, 64, 128, 256] and cfg.copy_gbps == "measure"
+    cfg = dataclasses.replace(cfg, gen=[4], repeat=1, batch=[1, 2, 64], copy_gbps=3000.0)
+    df = run_sweep(cfg, tmp_path / "res")
+    assert [(r.variant, r.batch) for r in df.itertuples()] == [
+        ("naive", 1), ("kvonly", 1), ("optimized", 1), ("naive", 2), ("kvonly", 2),
+        ("optimized", 2), ("kvonly", 64), ("optimized", 64)]
+    assert df["floor_pct"].notna().all() and df["bytes_per_step"].notna().all()
+    out = capsys.readouterr().out
+    assert "% of floor" in out and "tokens/s against B:" in out
+    png = tmp_path / "res" / "tokens_per_s.png"
+    assert png.exists() == ("matplotlib is not installed" not in out)
+
+
+def test_copy_bandwidth_to_measure_without_torch(fake_engine, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    df = run_sweep(small_config(batch=[1], copy_gbps="measure"), tmp_path / "res")
+    assert df["floor_pct"].isna().all()
+    assert "copy bandwidth not measured (torch is not installed" in capsys.readouterr().err

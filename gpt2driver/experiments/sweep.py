@@ -15,7 +15,7 @@ from ..engine import build as build_mod
 from ..errors import BenchError, ExperimentError
 from ..tables.plot import plot
 from ..tables.printers import render
-from ..tables.views import ablation_table, header_fields, point_label, sweep_table
+from ..tables.views import ablation_table, curve_table, header_fields, point_label, sweep_table
 from . import floor
 from .configs import SweepConfig
 from .executors.base import Executor, Log, stderr_log
@@ -74,6 +74,9 @@ def report(df, out_dir: Path, fmt: str = "markdown") -> None:
         print(render(df, fmt), end="")
         return
     print(sweep_table(df))
+    if df["batch"].nunique() > 2:
+        print("\ntokens/s against B:")
+        print(curve_table(df))
     if not df.empty and (df["ablate"].fillna("none") != "none").any():
         print("\nablations (tokens/s of each switch off / all on):")
         print(ablation_table(df))

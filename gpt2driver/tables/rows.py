@@ -95,8 +95,8 @@ def group_key(row: Mapping[str, Any], fields: Sequence[str]) -> tuple:
 def add_ratios(rows: List[Dict[str, Any]], ratios: Iterable[str],
                keys: Sequence[str] = ("gpu",) + GROUP_FIELDS) -> None:
     """Set the ratio columns (names of :data:`RATIOS`) on each row: its tokens/s over its peer's
-    of the same ``keys`` (the ablation ratio also needs the same variant), None when either is
-    not ok. A ratio never compares timings taken on different kinds of GPU (``gpu`` in keys)."""
+    of the same ``keys`` (the ablation ratio also needs the same variant, and is only given to
+    the variants that take the switches), None when either is not ok. A ratio never compares timings taken on different kinds of GPU (``gpu`` in keys)."""
     for col in ratios:
         field, value = RATIOS[col]
         match = tuple(keys) + (("variant",) if field == "ablate" else ())
@@ -104,7 +104,8 @@ def add_ratios(rows: List[Dict[str, Any]], ratios: Iterable[str],
                  if _peer_value(r, field) == value and r.get("status") == "ok"}
         for r in rows:
             base, tps = peers.get(group_key(r, match)), r.get("tokens_per_s_median")
-            r[col] = tps / base if r.get("status") == "ok" and tps and base else None
+            ablatable = field != "ablate" or r.get("variant") in names.ABLATABLE
+            r[col] = tps / base if r.get("status") == "ok" and tps and base and ablatable else None
 
 
 def _peer_value(row: Mapping[str, Any], field: str) -> Any:

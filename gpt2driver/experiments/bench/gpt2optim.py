@@ -151,6 +151,7 @@ def run_rows(program: Path, checkpoint: Path, tokenizer: Optional[Path],
     for p in points:
         t0 = time.monotonic()
         label = f"gpt2_optim B={p['batch']} gen={p['gen']}"
+        log(f"{label} (warm-up {warmup}; timed {repeat}, each run both implementations) ...")
         try:
             for _ in range(warmup):
                 run_once(program, checkpoint, tokenizer, p["batch"], p["gen"], timeout)
@@ -162,7 +163,8 @@ def run_rows(program: Path, checkpoint: Path, tokenizer: Optional[Path],
             continue
         for variant in names.GPT2OPTIM_VARIANTS:
             row = _row(variant, p, [r[variant] for r in runs], gpu, time.monotonic() - t0)
-            log(f"{label} {variant} ... {row['tokens_per_s_median']:.0f} tok/s (timed by gpt2_optim)")
+            log(f"{variant} B={p['batch']} gen={p['gen']} ... {row['tokens_per_s_median']:.0f} "
+                f"tok/s (timed by gpt2_optim)")
             on_row(row)
 
 
