@@ -105,7 +105,7 @@ TIMED_BY_ENGINE = "engine"
 TIMED_BY_HF = "wall clock around generate"
 TIMED_BY_GPT2OPTIM = "gpt2_optim's own Token per second"
 
-PROFILE_TOOLS = ("builtin", "nsys", "ncu")
+PROFILE_TOOLS = ("builtin", "nsys", "ncu", "trace")
 
 
 def timed_by(variant: str) -> str:

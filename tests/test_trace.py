@@ -340,12 +340,6 @@ def fake_profile(tmp_path, monkeypatch):
     return exe
 
 
-def test_trace_args(tmp_path):
-    args = T.trace_args(tmp_path / "m.bin", "kvonly", 16, 8, 4)
-    assert args[-2:] == ["--trace", "--stamps"] and "--variant" in args and "kvonly" in args
-    assert args[args.index("-b") + 1] == "16" and args[args.index("--steps") + 1] == "8"
-
-
 def test_run_trace_writes_everything(fake_profile, tmp_path, monkeypatch):
     wheel = tmp_path / "wheel"
     monkeypatch.setattr(T, "cupti_wheel_dir", lambda: wheel)
@@ -359,7 +353,7 @@ def test_run_trace_writes_everything(fake_profile, tmp_path, monkeypatch):
         assert (out / name).is_file(), name
     assert (out / "trace.stdout.txt").read_text() == OPT.read_text()
     assert_chrome_trace(json.loads((out / "trace.json").read_text()))
-    assert any(n.startswith("step time") for n in rep.notes)
+    assert rep.timeline.steps == 4 and "check step: OK" in T.summarize(rep.timeline, 3, rep.notes)
     assert (out / "timeline.png").is_file() == (importlib.util.find_spec("matplotlib") is not None)
 
 
@@ -494,3 +488,57 @@ def test_profile_executable_trace_errors(profile_exe, monkeypatch):
         return  # a GPU: the trace would run
     r = bu.run_exe(profile_exe, "-e", "x.bin", "--trace", timeout=60, expect=None)
     bu.assert_error_output(r, 4, "no CUDA device available")  # CUPTI found, no GPU
+
+
+# ------------------------------------------------------------------------------------------------
+# gpt2driver profile --tool trace
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_trace(fake_engine, fake_profile, tmp_path, monkeypatch):
+    """The fake engine with the stand-in profile executable above; its log of invocations."""
+    import shutil as sh
+
+    sh.copy(fake_profile, fake_engine.bin_dir / "profile")
+    monkeypatch.setattr(T, "cupti_wheel_dir", lambda: None)
+    from click.testing import CliRunner
+
+    from gpt2driver.cli import cli
+
+    return lambda *args: CliRunner().invoke(cli, ["profile", "--tool", "trace", *args])
+
+
+def test_cli_trace(cli_trace, tmp_path):
+    out = tmp_path / "results"
+    res = cli_trace("--steps", "4", "-b", "1", "--out", str(out), "--top", "4", "--csv", str(tmp_path / "t.csv"),
+                    "--json", str(tmp_path / "t.json"))
+    assert res.exit_code == 0, res.output
+    assert "optimized B=1 on synthetic (no GPU) (trace)" in res.output
+    assert "check kernels: OK" in res.output and "check stamps: OK" in res.output and MMA in res.output
+    folder = next(out.iterdir())
+    assert folder.name.startswith("trace-optimized-b1-")
+    for name in ("trace.json", "kernels.csv", "steps.csv", "stamps.csv", "table.csv", "summary.txt", "meta.json"):
+        assert (folder / name).is_file(), name
+    cmd = (folder / "trace.cmd.txt").read_text()
+    assert "--trace --stamps" in cmd and "--steps 4" in cmd and "--builtin" not in cmd
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert len(rows) == 48 and rows[0]["tool"] == "trace" and rows[0]["stage"] == "embedding"
+    assert (tmp_path / "t.csv").read_text().startswith("tool,variant,batch,phase,step,idx,name,stage")
+
+
+@pytest.mark.parametrize("mode, words", [
+    ("nocupti", "cannot trace: no usable libcupti"), ("nogpu", "no CUDA device available"),
+    ("empty", "holds no kernel of a measured step")])
+def test_cli_trace_errors_are_one_line(cli_trace, monkeypatch, tmp_path, mode, words):
+    monkeypatch.setenv("FAKE_TRACE_MODE", mode)
+    res = cli_trace("--out", str(tmp_path / "r"))
+    assert res.exit_code != 0 and words in res.output
+    assert len([l for l in res.output.splitlines() if l.strip()]) == 1, res.output
+
+
+def test_cli_trace_usage(cli_trace):
+    res = cli_trace("--phase", "prefill")
+    assert res.exit_code == 2 and "--tool trace covers decode steps only" in res.output
+    res = cli_trace("--metrics", "x")
+    assert res.exit_code == 2 and "--metrics applies to --tool ncu only" in res.output

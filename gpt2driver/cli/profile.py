@@ -12,10 +12,12 @@ from .options import ablation, given, gpu_options, note
 
 
 @click.command()
-@click.option("--tool", type=click.Choice(["builtin", "nsys", "ncu"]), default="builtin",
+@click.option("--tool", type=click.Choice(["builtin", "nsys", "ncu", "trace"]), default="builtin",
               show_default=True,
               help="builtin: CUDA-event stage timer; nsys: Nsight Systems kernel times; "
-                   "ncu: Nsight Compute kernel metrics (DRAM bytes, throughput, occupancy).")
+                   "ncu: Nsight Compute kernel metrics (DRAM bytes, throughput, occupancy); "
+                   "trace: the kernels of each step on a timeline through CUPTI (no Nsight Systems "
+                   "needed): Chrome trace JSON, a PNG, a table per step.")
 @click.option("--variant", type=click.Choice(["kvonly", "optimized"]), default="optimized",
               show_default=True, help="Variant profiled.")
 @click.option("-b", "--batch", type=click.IntRange(min=1), multiple=True,

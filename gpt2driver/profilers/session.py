@@ -13,7 +13,7 @@ from ..engine import build as build_mod
 from ..errors import ConfigError
 from ..files import models
 from ..paths import results_root
-from . import builtin, ncu, nsys
+from . import builtin, ncu, nsys, trace
 from .common import (DEFAULT_COPY_GBPS, ProfileReport, profile_args, require_tool, results_dir,
                      save_report)
 from .tables import combined_frame, summarize
@@ -72,8 +72,8 @@ def option_problem(o: ProfileOptions, given: Set[str]) -> Optional[str]:
         wrong = [n for n in NCU_ONLY if n in given]
         if wrong:
             return f"--{wrong[0].replace('_', '-')} applies to --tool ncu only"
-    if o.phase == "prefill" and o.tool == "builtin":
-        return ("--phase prefill needs --tool ncu or nsys (the builtin timer times decode steps "
+    if o.phase == "prefill" and o.tool in ("builtin", "trace"):
+        return (f"--phase prefill needs --tool ncu or nsys (--tool {o.tool} covers decode steps "
                 "only)")
     return None
 
@@ -107,6 +107,8 @@ def profile_one(o: ProfileOptions, binary: Path, ckpt: Path, batch: int, exe: Op
     out_dir = results_dir(base, o.tool, o.variant, batch, phase=o.phase)
     if o.tool == "builtin":
         return builtin.run_builtin(binary, args, out_dir, o.timeout)
+    if o.tool == "trace":
+        return trace.run_trace(binary, args + list(trace.TRACE_FLAGS), out_dir, o.timeout)
     if o.tool == "nsys":
         return nsys.run_nsys(binary, args, out_dir, o.timeout, exe=exe, phase=o.phase)
     opts = ncu.NcuOptions(o.metrics, o.sections, o.clock_control, o.kernel_regex,
@@ -117,7 +119,7 @@ def profile_one(o: ProfileOptions, binary: Path, ckpt: Path, batch: int, exe: Op
 
 def run_profile(o: ProfileOptions, say) -> List[Tuple[Dict[str, object], ProfileReport]]:
     """Profile each batch size; each summary goes to ``say`` as it is made. The tagged reports."""
-    exe = require_tool(o.tool) if o.tool != "builtin" else None
+    exe = require_tool(o.tool) if o.tool in ("nsys", "ncu") else None
     cc = build_mod.resolve_cc(o.cc)
     bin_dir = build_mod.make_build(cc, o.precision, quiet=True).path
     ckpt = models.checkpoint_or_default(o.checkpoint, o.precision)
@@ -125,7 +127,9 @@ def run_profile(o: ProfileOptions, say) -> List[Tuple[Dict[str, object], Profile
     done = []
     for b in o.batches:
         rep = profile_one(o, bin_dir / "profile", ckpt, b, exe, base)
-        text = "\n".join([headline(rep, o.variant, b), summarize(rep, o.copy_gbps, o.top)])
+        body = (trace.summarize(rep.timeline, o.top, rep.notes) if o.tool == "trace"
+                else summarize(rep, o.copy_gbps, o.top))
+        text = "\n".join([headline(rep, o.variant, b), body])
         save_report(rep, text)
         say(text)
         say(f"files: {rep.out_dir}")

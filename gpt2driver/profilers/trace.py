@@ -34,10 +34,10 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from ..engine.runner import communicate_group, spawn_group, tail
 from ..errors import ProfilingError, RunError
 from ..protocol import RunResult, parse_line, parse_output
-from .common import ProfileReport, ToolRun, check_run, profile_args
+from .common import ProfileReport, ToolRun, check_run
 from .tables import short_kernel_name
 
-TRACE_FLAGS = ("--trace", "--stamps")
+TRACE_FLAGS = ("--trace", "--stamps")  # added to the profile executable's arguments
 CUPTI_DIR_ENV = "GPT2D_CUPTI_DIR"  # where the executable looks for libcupti after the toolkit
 TOLERANCE = 0.05  # the checks' relative tolerance
 NAME_WIDTH = 48
@@ -586,12 +586,6 @@ def plot_step(tl: Timeline, path: Path, step: Optional[int] = None) -> Optional[
 # ------------------------------------------------------------------------------------------------
 
 
-def trace_args(checkpoint: Path, variant: str = "optimized", batch: int = 1, steps: int = 16, warmup: int = 8,
-               prompt_len: Optional[int] = None, **kw) -> List[str]:
-    """The profile executable's arguments for a trace with stage stamps."""
-    return profile_args(checkpoint, variant, batch, steps, warmup, prompt_len, **kw) + list(TRACE_FLAGS)
-
-
 def cupti_wheel_dir() -> Optional[Path]:
     """The folder of the nvidia-cuda-cupti wheel's libcupti, when that wheel is installed."""
     try:
@@ -606,8 +600,16 @@ def cupti_wheel_dir() -> Optional[Path]:
     return None
 
 
-def summarize(tl: Timeline, top: int = 10) -> str:
-    """The per-step totals, the checks, and the kernels of the last step (the first ``top``; 0 = all)."""
+@dataclass
+class TraceReport(ProfileReport):
+    """run_trace's report: the common one (its table: kernel_table) and the timeline."""
+
+    timeline: Optional[Timeline] = None
+
+
+def summarize(tl: Timeline, top: int = 10, notes: Sequence[str] = ()) -> str:
+    """The per-step totals, the checks, the kernels of the last step (the first ``top``; 0 = all) and
+    ``notes``."""
     from tabulate import tabulate
 
     tot = step_totals(tl)
@@ -629,11 +631,12 @@ def summarize(tl: Timeline, top: int = 10) -> str:
                           floatfmt=".2f"))
     if len(shown) < len(last):
         lines.append(f"... {len(last) - len(shown)} more kernels in kernels.csv")
+    lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)
 
 
-def run_trace(binary: Path, args: Sequence[str], out_dir: Path, timeout: float) -> ProfileReport:
-    """Run ``profile --trace --stamps`` (the args of trace_args) and keep, in ``out_dir``: the raw
+def run_trace(binary: Path, args: Sequence[str], out_dir: Path, timeout: float) -> TraceReport:
+    """Run the profile executable with ``args`` (the usual ones and TRACE_FLAGS) and keep, in ``out_dir``: the raw
     output (trace.stdout.txt), trace.json (Chrome trace), timeline.png, kernels.csv, steps.csv,
     stamps.csv. The report's table is kernels.csv's (one row per kernel of every step).
 
@@ -663,11 +666,9 @@ def run_trace(binary: Path, args: Sequence[str], out_dir: Path, timeout: float) 
     kt.to_csv(out_dir / "kernels.csv", index=False)
     tot = step_totals(tl)
     tot.to_csv(out_dir / "steps.csv", index=False)
-    notes = [c.text if c.ok else f"FAILED {c.text}" for c in checks(tl)]
     if tl.stamped:
         stamp_table(tl).to_csv(out_dir / "stamps.csv", index=False)
     why = plot_step(tl, out_dir / "timeline.png")
-    if why:
-        notes.append(why)
     step_us = float(tot["step_us"].mean()) if "step_us" in tot and len(tot) else None
-    return ProfileReport("trace", kt, tl.steps, out_dir, res, None, step_us, [cmd], notes)
+    return TraceReport("trace", kt, tl.steps, out_dir, res, None, step_us, [cmd], [why] if why else [],
+                       timeline=tl)
