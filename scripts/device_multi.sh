@@ -2,13 +2,9 @@
 # One call on a machine with several GPUs (nvidia-h200-x2): the default sweep config on GPU 0 alone, then with
 # --gpus all, and a per-point comparison (tokens/s one GPU vs all, which GPU ran it, start/end times overlapping).
 # Logs in $OUT/logs.tgz.
-set -uo pipefail
-FINAL=${OUT:-/tmp/gpt2d_out}; OUT=/tmp/gpt2d_logs; mkdir -p "$OUT" "$FINAL"
-trap 'cp -r results "$OUT/" 2>/dev/null; tar czf "$FINAL/logs.tgz" -C "$OUT" .' EXIT
-export PYTHONUNBUFFERED=1 GPT2DRIVER_HOME=/tmp/gpt2d_home GPT2DRIVER_TOKENIZER=$PWD/.data/gpt2_tokenizer.bin
+. "$(dirname "$0")/common.sh"
 rm -rf build results
-G="python3 -m gpt2driver"
-python3 -m pip install --no-deps --no-build-isolation -e . >"$OUT/pip.log" 2>&1 || { tail "$OUT/pip.log"; exit 1; }
+install_driver
 nvidia-smi -L
 $G build -j 16 >"$OUT/build.txt" 2>&1; echo "build rc=$?"
 CFG=${CFG:-configs/gpt2_optim.yaml}
@@ -18,10 +14,10 @@ tail -3 "$OUT/sweep_all.err"
 python3 - <<'PY'
 import pandas as pd
 one = pd.read_csv("results/one/results.csv"); allg = pd.read_csv("results/all/results.csv")
-key = ["variant", "batch", "gen", "prompt_len", "precision"]
+key = ["variant", "ablate", "batch", "gen", "prompt_len", "precision"]
 m = one.merge(allg, on=key, suffixes=("_one", "_all"))
 m["ratio"] = m["tokens_per_s_median_all"] / m["tokens_per_s_median_one"]
-cols = key[:2] + ["tokens_per_s_median_one", "gpu_index_one", "tokens_per_s_median_all", "gpu_index_all", "gpu_all", "ratio"]
+cols = key[:3] + ["tokens_per_s_median_one", "gpu_index_one", "tokens_per_s_median_all", "gpu_index_all", "gpu_all", "ratio"]
 print(m[cols].to_string(index=False))
 print("GPUs used with --gpus all:", sorted(allg["gpu_index"].dropna().unique().tolist()))
 print("ratio all/one: min %.4f max %.4f" % (m["ratio"].min(), m["ratio"].max()))

@@ -22,7 +22,7 @@ from gpt2driver.tables.rows import POINT_FIELDS
 
 
 def test_the_names_are_in_one_place():
-    assert names.ABLATIONS == ("graph", "gemv", "fused", "split-attn", "pdl", "short-links")
+    assert names.ABLATIONS == ("graph", "gemv", "fused", "split-attn", "pdl")  # docs/protocol.md
     assert names.ablation("none") == names.ALL_ON == "none"
     assert names.ablation(" PDL+graph ") == "graph+pdl"  # the order of ABLATIONS
     assert names.ablation("--no-split-attn") == "split-attn"
@@ -77,7 +77,7 @@ def test_the_preset():
     assert cfg.variants == ["optimized"] and cfg.batch == [1, 4, 16] and cfg.precisions == ["BF16"]
     assert cfg.ablate == names.every_ablation()
     points = expand(cfg)
-    assert len(points) == 3 * 7 and {p["ablate"] for p in points} == set(names.every_ablation())
+    assert len(points) == 3 * 6 and {p["ablate"] for p in points} == set(names.every_ablation())
 
 
 def test_sweep_with_ablations(fake_engine, tmp_path, capsys):
@@ -106,12 +106,12 @@ def test_compare_ablations(fake_engine):
     res = CliRunner().invoke(cli, ["compare", "--ablations", "-b", "4", "-n", "8", "--repeat", "1"])
     assert res.exit_code == 0, res.output
     calls = [c.split() for c in fake_engine.calls()]
-    assert [c[0] for c in calls] == ["optimized"] * 7
+    assert [c[0] for c in calls] == ["optimized"] * 6
     assert [[x for x in c if x.startswith("--no-")] for c in calls] == [
         []] + [[f"--no-{n}"] for n in names.ABLATIONS]
-    assert "vs all-on" in res.output and "| short-links" in res.output
+    assert "vs all-on" in res.output and "| split-attn" in res.output
     assert "1.000x" in res.output and "0.800x" in res.output
-    assert "[2/7] optimized --no-graph ..." in res.output
+    assert "[2/6] optimized --no-graph ..." in res.output
 
 
 def test_compare_given_ablations_and_formats(fake_engine):

@@ -7,7 +7,8 @@ import click
 from .. import names
 from ..errors import DriverError
 from ..experiments.compare import CompareOptions, ablation_options, compare_report, run_compare
-from .options import ablate_option, bin_dir_option, gpu_options, note, output_format
+from .options import (ablate_option, bin_dir_option, engine_arg_option, gpu_options, note,
+                      output_format)
 
 
 @click.command()
@@ -28,9 +29,10 @@ from .options import ablate_option, bin_dir_option, gpu_options, note, output_fo
               help="Timed generations (median, min, max reported).")
 @output_format
 @bin_dir_option
+@engine_arg_option
 @gpu_options
 def compare(batch, gen, prompt_len, variants, ablations, ablate, warmup, repeat, fmt, bin_dir,
-            precision, cc, checkpoint, timeout):
+            engine_args, precision, cc, checkpoint, timeout):
     """Time the variants on one configuration, with speedups.
 
     Runs naive, kvonly and optimized (or --variants) with the same batch, prompt and length and
@@ -42,7 +44,8 @@ def compare(batch, gen, prompt_len, variants, ablations, ablate, warmup, repeat,
     if ablations or ablate:
         variant_list = ["optimized"]
     opts = CompareOptions(variant_list, batch, gen, prompt_len, warmup, repeat, precision,
-                          checkpoint, cc, timeout, ablation_options(ablate, ablations), bin_dir)
+                          checkpoint, cc, timeout, ablation_options(ablate, ablations), bin_dir,
+                          engine_args)
     df = run_compare(opts, log=note)
     click.echo(compare_report(df, fmt))
     if (df["status"] != "ok").any():

@@ -39,6 +39,12 @@ def bin_dir_option(f):
                              "/tmp/base/build/sm90_bf16) instead of building this one's.")(f)
 
 
+def engine_arg_option(f):
+    return click.option("--engine-arg", "engine_args", multiple=True, metavar="ARG",
+                        help="Passed to the executable as is, after the driver's arguments "
+                             "(repeatable; a diagnostic such as --one-layer-weights).")(f)
+
+
 def ablation(value: str) -> str:
     """A click-level check of an ablation value (none, a switch name, or names joined by +)."""
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..names import ABLATIONS
+from ..names import ABLATIONS, PROFILE_TOOLS
 from ..profilers import session
 from ..profilers.common import DEFAULT_COPY_GBPS, split_list
 from ..tables.printers import render, write_out
@@ -12,7 +12,7 @@ from .options import ablation, given, gpu_options, note
 
 
 @click.command()
-@click.option("--tool", type=click.Choice(["builtin", "nsys", "ncu", "trace"]), default="builtin",
+@click.option("--tool", type=click.Choice(PROFILE_TOOLS), default="builtin",
               show_default=True,
               help="builtin: CUDA-event stage timer; nsys: Nsight Systems kernel times; "
                    "ncu: Nsight Compute kernel metrics (DRAM bytes, throughput, occupancy); "

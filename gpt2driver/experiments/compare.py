@@ -34,6 +34,7 @@ class CompareOptions:
     timeout: float = 600.0
     ablate: Sequence[str] = (names.ALL_ON,)
     bin_dir: Optional[str] = None
+    engine_args: Sequence[str] = ()
 
 
 def ablation_options(ablate: Sequence[str], every: bool) -> List[str]:
@@ -58,7 +59,7 @@ def run_compare(o: CompareOptions, log: Log = stderr_log):
     build and the model are prepared first: their failure stops the comparison."""
     points = compare_points(o)
     runner = PointRunner(build_mod.resolve_cc(o.cc), o.timeout,
-                         bin_dir=Path(o.bin_dir) if o.bin_dir else None)
+                         bin_dir=Path(o.bin_dir) if o.bin_dir else None, extra_args=o.engine_args)
     runner.prepare(points[0]["precision"], points[0]["model"], points[0]["checkpoint"])
     rows = []
     for i, p in enumerate(points, 1):

@@ -35,11 +35,10 @@ import yaml
 
 from .. import names
 from ..errors import BadInput, ConfigError
-from ..names import PRECISIONS, VARIANTS
+from ..names import PRECISIONS, PROFILE_TOOLS, VARIANTS
 from ..paths import configs_dir
 from ..tables.rows import POINT_FIELDS
 
-PROFILE_TOOLS = ("nsys", "ncu", "builtin")
 DEFAULT_CONFIG = "gpt2_optim"
 _KEYS = ("name", "description", "model", "checkpoint", "precision", "variants", "batch", "gen",
          "prompt_len", "sampling", "seed", "warmup", "repeat", "ablate", "exclude", "timeout_s",
@@ -172,6 +171,15 @@ def _profile(value: Any) -> Dict[str, Any]:
             "metrics": metrics}
 
 
+def _precision(value: str) -> str:
+    """The one normaliser's spelling (names.precision); an unknown one as given, upper-cased, for
+    the error message."""
+    try:
+        return names.precision(value)
+    except BadInput:
+        return value.upper()
+
+
 def _models(value: Any) -> List[str]:
     return _choices("model", value, tuple(names.MODEL_SIZES))
 
@@ -225,7 +233,7 @@ def parse_config(data: Any, default_name: str = "sweep") -> SweepConfig:
             raise ConfigError(f"checkpoint: expected a file path, got {data['checkpoint']!r}")
         cfg.checkpoint, cfg.models = str(Path(data["checkpoint"]).expanduser()), []
     if "precision" in data:
-        cfg.precisions = _choices("precision", data["precision"], PRECISIONS, str.upper)
+        cfg.precisions = _choices("precision", data["precision"], PRECISIONS, _precision)
     if "variants" in data:
         cfg.variants = _choices("variants", data["variants"], VARIANTS)
     for key in ("batch", "gen", "prompt_len"):

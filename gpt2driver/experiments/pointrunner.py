@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
+from .. import names
 from ..engine import build as build_mod
 from ..engine import preflight
 from ..engine.runner import engine_args, run_binary
@@ -20,7 +21,8 @@ def point_args(point: Dict[str, Any], checkpoint: Path) -> List[str]:
                        greedy=point["sampling"] == "greedy", temperature=point["temperature"],
                        top_k=point["top_k"], top_p=point["top_p"], seed=point["seed"],
                        prompt_len=point["prompt_len"], warmup=point["warmup"],
-                       repeat=point["repeat"], quiet=True, ablate=point.get("ablate") or "none")
+                       repeat=point["repeat"], quiet=True,
+                       ablate=point.get("ablate") or names.ALL_ON)
 
 
 class PointRunner:
@@ -28,13 +30,17 @@ class PointRunner:
 
     ``gpu_index`` pins the executables to one GPU (CUDA_VISIBLE_DEVICES, in nvidia-smi's order);
     None leaves the environment alone (the default GPU). ``bin_dir``: run the executables found
-    there (another build tree) instead of building this repository's.
+    there (another build tree) instead of building this repository's. ``extra_args`` go to every
+    executable after the point's own (a diagnostic such as --one-layer-weights; the rows do not
+    record them, so only a comparison that stores nothing uses them).
     """
 
     def __init__(self, cc: int, timeout_s: float, jobs: Optional[int] = None,
-                 gpu_index: Optional[int] = None, bin_dir: Optional[Path] = None):
+                 gpu_index: Optional[int] = None, bin_dir: Optional[Path] = None,
+                 extra_args: Sequence[str] = ()):
         self.cc, self.timeout_s, self.jobs = cc, timeout_s, jobs
         self.bin_dir = Path(bin_dir) if bin_dir else None
+        self.extra_args = list(extra_args)
         self.bins: Dict[str, Any] = {}    # precision -> Path, or the exception
         self.models: Dict[tuple, Any] = {}  # (model, precision, checkpoint) -> Path, or exception
         self.gpu: Optional[str] = None
@@ -44,7 +50,8 @@ class PointRunner:
     def for_gpu(self, gpu_index: int) -> "PointRunner":
         """A runner pinned to one GPU that shares this one's builds and models (prepare them
         first: the caches are only read from the workers' threads)."""
-        other = PointRunner(self.cc, self.timeout_s, self.jobs, gpu_index, self.bin_dir)
+        other = PointRunner(self.cc, self.timeout_s, self.jobs, gpu_index, self.bin_dir,
+                            self.extra_args)
         other.bins, other.models = self.bins, self.models
         return other
 
@@ -93,7 +100,8 @@ class PointRunner:
             preflight.check_run(binary)
             env = self.env()
             kw = {"env": env} if env is not None else {}
-            result = run_binary(binary, point_args(p, ckpt), timeout=self.timeout_s, **kw)
+            args = point_args(p, ckpt) + self.extra_args
+            result = run_binary(binary, args, timeout=self.timeout_s, **kw)
         except BuildError as e:
             error, self.last_error = f"build failed: {str(e).splitlines()[0]}", str(e)
         except RunError as e:
