@@ -240,10 +240,10 @@ class Bench:
                   if p["variant"] == names.GPT2OPTIM_NAIVE and p["batch"] in batches]
         if not points:
             return
-        tokenizer = bench_tokenizer()
-        self.meta.update(gpt2optim.describe(self.trees, self.cc or 0, tokenizer))
         if self.cc is None:
             return gpt2optim.failed_rows(points, self.cc_reason, self.record)
+        tokenizer = bench_tokenizer()
+        self.meta.update(gpt2optim.describe(self.trees, self.cc, tokenizer))
         try:
             program = gpt2optim.build(self.trees, self.cc, self.log)
         except BuildError as e:
