@@ -374,3 +374,44 @@ def test_error_exits(bins, models, small_ckpt, tmp_path, program):
     magic.write_bytes(bytes(data))
     err(3, "-e", magic, ["magic"])
     err(3, "-e", tmp_path / "missing.bin", ["missing.bin"])
+
+
+# ------------------------------------------------------------------------------------------------
+# The two decode paths of optimized (the default v1 kernels; the experimental v2 short links) on the
+# 124M shape and on gpt2-xl's and gpt2-large's head layouts (25 and 20 heads of 64; two layers)
+# ------------------------------------------------------------------------------------------------
+
+HEAD_SHAPES = {"xlheads": (2, 25, 1600), "largeheads": (2, 20, 1280)}
+
+
+@pytest.fixture(scope="module")
+def head_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("heads")
+    out = {}
+    for i, (name, (layers, heads, channels)) in enumerate(HEAD_SHAPES.items()):
+        cfg = ModelConfig.custom(layers, heads, channels, max_seq_len=1024)
+        out[name] = ck.make_random_checkpoint(d / f"{name}_fp32.bin", cfg, dtype="fp32", seed=3 + i)
+    return out
+
+
+@pytest.mark.parametrize("B", [1, 16])
+@pytest.mark.parametrize("shape", ["gpt2", *HEAD_SHAPES])
+@pytest.mark.parametrize("precision", ["BF16", "FP16"])
+def test_decode_paths_match_reference(bins, models, head_models, reference_model, tmp_path, precision, shape, B):
+    path = models["gpt2"] if shape == "gpt2" else head_models[shape]
+    if shape == "gpt2":
+        cfg, model = reference_model("gpt2", precision)
+    else:
+        cfg, params, _ = ck.read_checkpoint(path)
+        model = ref.to_torch(ref.round_weights(params, precision), "cuda")
+    P, gen = 7, 40
+    for flags in ((), ("--short-links",)):
+        label = f"optimized {' '.join(flags) or 'v1'} {precision} {shape} B={B}"
+        run, dump = generate(bins[precision] / "optimized", path, tmp_path, B, gen, "--greedy", *flags,
+                             "--prompt-len", P, "--seed", 21)
+        seqs = sequences(run, B)
+        check_greedy_tokens(dump, seqs, P, label)
+        rel = check_against_reference(run, dump, seqs, cfg, model, precision, P, gen, 1, label)
+        print(f"{label}: max rel-err {rel:.3g}")
+    del model
+    torch.cuda.empty_cache()

@@ -24,7 +24,7 @@ int generate_main(Program program, int argc, char** argv) {
     // naive recomputes up to P+gen-1 positions; the cached variants prefill in chunks.
     int max_chunk = v.use_cache ? prefill_chunk(s.cfg, a.batch, P) : P + a.gen - 1;
     print_config(s, v.name);
-    check_fits(runner_bytes(s.cfg, a.batch, max_chunk, v.split_attn), "the activations and KV cache");
+    check_fits(runner_bytes(s.cfg, v, a.batch, max_chunk), "the activations and KV cache");
     Runner r(s.cfg, s.weights, v, a.batch, max_chunk, s.d_tokens, s.stream);
     print_memory(s, r.act_bytes(), r.kv_bytes());
 

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
     Variant v = make_variant(a.variant, a);
     print_config(s, v.name);
     const int chunk = prefill_chunk(s.cfg, a.batch, P);
-    check_fits(runner_bytes(s.cfg, a.batch, chunk, v.split_attn), "the activations and KV cache");
+    check_fits(runner_bytes(s.cfg, v, a.batch, chunk), "the activations and KV cache");
     Runner r(s.cfg, s.weights, v, a.batch, chunk, s.d_tokens, s.stream);
     print_memory(s, r.act_bytes(), r.kv_bytes());
     StageTimer timer(a.builtin);

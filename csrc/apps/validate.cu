@@ -74,9 +74,9 @@ int main(int argc, char** argv) {
     if (a.min_match >= 0) tol.min_match = a.min_match;
     print_config(s, "naive");
 
-    size_t need = runner_bytes(s.cfg, B, P + a.gen - 1, false);
+    size_t need = runner_bytes(s.cfg, make_variant("naive", a), B, P + a.gen - 1);
     const int chunk = prefill_chunk(s.cfg, B, P);
-    for (size_t i = 0; i < a.variants.size(); i++) need += runner_bytes(s.cfg, B, chunk, true);
+    for (auto& name : a.variants) need += runner_bytes(s.cfg, make_variant(name, a), B, chunk);
     check_fits(need, "validate's runners (naive + cached variants)");
     Runner naive(s.cfg, s.weights, make_variant("naive", a), B, P + a.gen - 1, s.d_tokens, s.stream);
     std::vector<std::unique_ptr<Runner>> cached;

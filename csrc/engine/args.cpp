@@ -62,7 +62,6 @@ const Switch kSwitches[] = {
     {"fused", &Ablations::fused, "separate LayerNorm / bias / GELU / residual / KV-store / argmax kernels"},
     {"split-attn", &Ablations::split_attn, "one warp per query for decode attention"},
     {"pdl", &Ablations::pdl, "no programmatic dependent launch (sm_90)"},
-    {"short-links", &Ablations::short_links, "the v1 decode kernels instead of the short-link (v2) ones"},
 };
 
 void usage(Program p) {
@@ -90,8 +89,10 @@ void usage(Program p) {
     printf("%s", kCommonUsage);
     if (p == Program::Optimized || p == Program::Validate || p == Program::Profile) {
         printf("%s", p == Program::Optimized ? "" : "  optimized's switches (for ablations; validate and profile apply them to optimized):\n");
-        for (const Switch& sw : kSwitches) printf("       --no-%-15s %s\n", sw.name, sw.help);
-        printf("       --one-layer-weights diagnostic: every layer reads layer 0's weights, which then stay in\n"
+        for (const Switch& sw : kSwitches) printf("       --no-%-14s %s\n", sw.name, sw.help);
+        printf("       --short-links       experimental: the v2 decode step of short links (16-bit builds, B <= 16;\n"
+               "                           slower than the default on the H200, docs/perf-notes.md)\n"
+               "       --one-layer-weights diagnostic: every layer reads layer 0's weights, which then stay in\n"
                "                           L2 (the outputs are not the model's): the step without streaming\n"
                "                           the layers' weights from DRAM\n");
     }
@@ -213,7 +214,8 @@ Args parse_args(Program program, int argc, char** argv) {
         else if (f == "--device") a.device = (int)parse_long("--device", val(), 0, 1024);
         else if (f == "-q" || f == "--quiet") a.quiet = true;
         else if (switches && parse_switch(f, a.on)) {
-        } else if (switches && f == "--one-layer-weights") a.one_layer_weights = true;
+        } else if (switches && f == "--short-links") a.short_links = true;
+        else if (switches && f == "--one-layer-weights") a.one_layer_weights = true;
         else if (program == Program::Validate && f == "--variants") a.variants = split_commas(val());
         else if (program == Program::Validate && f == "--max-abs") a.max_abs = parse_float("--max-abs", val());
         else if (program == Program::Validate && f == "--max-rmse") a.max_rmse = parse_float("--max-rmse", val());

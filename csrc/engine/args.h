@@ -10,7 +10,7 @@ const char* program_name(Program p);
 
 // The tricks of the optimized variant, each switched off by --no-<name> (docs/protocol.md) for ablations.
 struct Ablations {
-    bool graph = true, gemv = true, fused = true, split_attn = true, pdl = true, short_links = true;
+    bool graph = true, gemv = true, fused = true, split_attn = true, pdl = true;
 };
 
 struct Args {
@@ -24,6 +24,7 @@ struct Args {
     bool quiet = false;
     // optimized's speed tricks (all on); optimized, validate and profile take --no-<name> for each
     Ablations on;
+    bool short_links = false;        // experimental: the v2 decode step (--short-links; docs/perf-notes.md)
     bool one_layer_weights = false;  // diagnostic
     // validate
     std::vector<std::string> variants{"kvonly", "optimized"};

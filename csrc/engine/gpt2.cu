@@ -143,10 +143,16 @@ std::vector<StageTimer::Stat> StageTimer::collect() {
 // Runner
 
 namespace {
+// The v2 decode step runs for a cached variant with every decode trick on and a shape it supports.
+LinkPlan link_plan_for(const ModelConfig& c, const Variant& v, int B) {
+    if (!(v.use_cache && v.short_links && v.gemv && v.fused && v.split_attn)) return LinkPlan();
+    return make_link_plan(c, B);
+}
+
 struct ActSizes {
-    size_t x, qkv, fch, lnf, logits, kv, scratch;
+    size_t x, qkv, fch, lnf, logits, kv, scratch, links;
 };
-ActSizes act_sizes(const ModelConfig& c, int B, int max_chunk, bool split_attn) {
+ActSizes act_sizes(const ModelConfig& c, const Variant& v, int B, int max_chunk) {
     size_t M = (size_t)B * max_chunk, C = c.channels;
     ActSizes a;
     a.x = M * C;
@@ -155,7 +161,8 @@ ActSizes act_sizes(const ModelConfig& c, int B, int max_chunk, bool split_attn) 
     a.lnf = (size_t)B * C;
     a.logits = (size_t)B * c.padded_vocab;
     a.kv = (size_t)c.num_layers * B * c.max_seq_len * C;  // per K and per V
-    a.scratch = split_attn ? attention_split_scratch(B, c.num_heads, C / c.num_heads, c.max_seq_len) : 0;
+    a.scratch = v.split_attn ? attention_split_scratch(B, c.num_heads, C / c.num_heads, c.max_seq_len) : 0;
+    a.links = link_buffer_floats(c, B, link_plan_for(c, v, B));
     return a;
 }
 
@@ -163,16 +170,16 @@ ActSizes act_sizes(const ModelConfig& c, int B, int max_chunk, bool split_attn) 
 size_t chunk_values(const ActSizes& a) { return 4 * a.x + a.qkv + a.fch; }
 }  // namespace
 
-size_t runner_bytes(const ModelConfig& cfg, int B, int max_chunk, bool split_attn) {
-    ActSizes a = act_sizes(cfg, B, max_chunk, split_attn);
-    return (chunk_values(a) + a.lnf + 2 * a.kv) * sizeof(floatX) + (a.logits + a.scratch) * sizeof(float) +
+size_t runner_bytes(const ModelConfig& cfg, const Variant& v, int B, int max_chunk) {
+    ActSizes a = act_sizes(cfg, v, B, max_chunk);
+    return (chunk_values(a) + a.lnf + 2 * a.kv) * sizeof(floatX) + (a.logits + a.scratch + a.links) * sizeof(float) +
            sizeof(int) + (B + 1) * sizeof(unsigned long long);
 }
 
 Runner::Runner(const ModelConfig& cfg, const Weights& w, Variant v, int B, int max_chunk, int* tokens,
                cudaStream_t s)
     : cfg_(cfg), w_(w), v_(v), B_(B), max_chunk_(max_chunk), tokens_(tokens), stream_(s) {
-    ActSizes a = act_sizes(cfg, B, max_chunk, v.split_attn);
+    ActSizes a = act_sizes(cfg, v, B, max_chunk);
     auto alloc = [&](size_t n, size_t elem, const char* what) {
         act_bytes_ += n * elem;
         return device_alloc(n * elem, what);
@@ -190,6 +197,13 @@ Runner::Runner(const ModelConfig& cfg, const Weights& w, Variant v, int B, int m
     d_pos_ = (int*)alloc(1, sizeof(int), "position");
     argmax_ = (unsigned long long*)alloc(B + 1, sizeof(unsigned long long), "argmax");
     CUDA_CHECK(cudaMemset(argmax_, 0, (B + 1) * sizeof(unsigned long long)));
+    plan_ = link_plan_for(cfg, v, B);
+    if (plan_.ok) {  // residual buffers, the projections' partial sums, the attention's partials
+        res_[0] = (float*)alloc(a.links, sizeof(float), "the v2 decode buffers");
+        res_[1] = res_[0] + (size_t)B * cfg.channels;
+        part_ = res_[1] + (size_t)B * cfg.channels;
+        attn_part_ = part_ + (size_t)std::max(plan_.attproj.splits, plan_.fcproj.splits) * B * cfg.channels;
+    }
     kcache_ = (floatX*)device_alloc(a.kv * sizeof(floatX), "the KV cache");
     vcache_ = (floatX*)device_alloc(a.kv * sizeof(floatX), "the KV cache");
     kv_bytes_ = 2 * a.kv * sizeof(floatX);
@@ -204,13 +218,16 @@ void Runner::drop_graphs() {
 Runner::~Runner() {
     drop_graphs();
     for (void* p : {(void*)x_, (void*)ln_, (void*)atty_, (void*)tmp_, (void*)qkv_, (void*)fch_, (void*)lnf_,
-                    (void*)logits_, (void*)attn_scratch_, (void*)d_pos_, (void*)argmax_, (void*)kcache_, (void*)vcache_})
+                    (void*)logits_, (void*)attn_scratch_, (void*)res_[0], (void*)d_pos_, (void*)argmax_, (void*)kcache_, (void*)vcache_})
         if (p) cudaFree(p);
 }
 
 void Runner::linear(floatX* out, const floatX* inp, const floatX* w, const floatX* b, int M, int N, int K, bool gelu,
                     bool residual) {
-    bool use_gemv = v_.gemv && gemv_supported(M, K);
+    // The CUDA-core GEMV only for a few rows: from kGemvFastM rows on it is instruction-bound and cuBLAS is
+    // faster (gpt2-xl at B = 16, whose fused decode products do not fit shared memory, fell to it: 124 us per
+    // MLP projection, 3.6x kvonly's step).
+    bool use_gemv = v_.gemv && gemv_supported(M, K) && M <= kGemvFastM;
     bool fuse_res = residual && v_.fused;
     bool fuse_gelu = gelu && v_.fused;  // in the gemv kernel, or cuBLASLt's epilogue when it has one
     floatX* dst = residual && !fuse_res ? tmp_ : out;
@@ -243,6 +260,10 @@ void Runner::forward(int T, bool greedy_step, bool logits) {
     const size_t CC = (size_t)C * C;
     // Decode steps of 16-bit builds: tensor-core products with LayerNorm, bias, GELU, residual and the
     // KV-cache store fused in (5 kernels per layer).
+    if (T == 1 && plan_.ok && logits) {  // the v2 decode step: short links
+        forward_links(greedy_step);
+        return;
+    }
     const bool fast = T == 1 && use_decode_kernels(M);
     stage_begin("embedding");
     embedding_forward(x_, tokens_, w_.wte, w_.wpe, d_pos_, B, T, C, maxT, stream_);
@@ -350,7 +371,7 @@ void Runner::sample(int T, const SamplingParams& sp) {
 }
 
 int prefill_chunk(const ModelConfig& cfg, int B, int P) {
-    const size_t per_token = chunk_values(act_sizes(cfg, B, 1, false)) * sizeof(floatX);
+    const size_t per_token = chunk_values(act_sizes(cfg, Variant(), B, 1)) * sizeof(floatX);
     const size_t fit = ((size_t)32 << 20) / per_token;
     return (int)std::max<size_t>(1, std::min<size_t>((size_t)P, fit));
 }
@@ -367,7 +388,7 @@ void Runner::prefill(int P, bool do_sample, const SamplingParams& sp) {
 }
 
 void Runner::record_decode(bool do_sample, const SamplingParams& sp) {
-    const bool fused = do_sample && sp.greedy && use_decode_kernels(B_);
+    const bool fused = do_sample && sp.greedy && (plan_.ok || use_decode_kernels(B_));
     forward(1, fused);
     if (fused) return;  // the logits kernel picked the token and advanced the position
     if (do_sample) sample(1, sp);

@@ -9,6 +9,7 @@
 
 #include "../common/precision.h"
 #include "../kernels/kernels.cuh"
+#include "../kernels/links.cuh"
 #include "../model/checkpoint.h"
 #include "variant.h"
 
@@ -28,6 +29,17 @@ void* device_alloc(size_t bytes, const char* what);
 
 class Tracer;
 class StampRecorder;
+
+// How the v2 decode step (engine/decode_links.cu) runs for a model at B rows: the two projections' K splits and
+// the attention's key splits; ok = false: the shape is not one v2 runs (the v1 decode kernels run instead).
+struct LinkPlan {
+    bool ok = false;
+    ProjPlan attproj, fcproj;
+    AttnSplits as;
+    bool late_trigger = false;  // experiments (GD_LINKS_LATE_TRIGGER=1): links trigger after their wait
+};
+LinkPlan make_link_plan(const ModelConfig& c, int B);
+size_t link_buffer_floats(const ModelConfig& c, int B, const LinkPlan& p);  // residuals, partials, attention
 
 // Stage hooks for the profile executable: NVTX ranges and optional CUDA-event timing per stage.
 class StageTimer {
@@ -90,6 +102,10 @@ private:
     void record_decode(bool sample, const SamplingParams& sp);
     bool use_decode_kernels(int M) const;
     void attention(floatX* kc, floatX* vc, int T);
+    // The v2 decode step (T = 1; engine/decode_links.cu) and its projections.
+    void forward_links(bool greedy_step);
+    void link_projection(LinkStage st, LinkArgs a, const ProjPlan& plan, const floatX* bias, int cur, int& pend,
+                         const floatX*& pend_bias, const char* name);
 
     ModelConfig cfg_;
     const Weights& w_;
@@ -102,6 +118,8 @@ private:
     float *logits_, *attn_scratch_;
     unsigned long long* argmax_ = nullptr;  // [B] fused greedy maxima, then one int ticket
     size_t act_bytes_ = 0, kv_bytes_ = 0;
+    LinkPlan plan_;                                  // ok: decode steps run forward_links
+    float *res_[2] = {nullptr, nullptr}, *part_ = nullptr, *attn_part_ = nullptr;  // its buffers
     cudaGraphExec_t graph_[2] = {nullptr, nullptr};  // [sample]
     SamplingParams graph_sp_[2];
 };
@@ -109,8 +127,8 @@ private:
 // Tokens per prefill chunk of a cached Runner: the whole prompt, or fewer so that the chunk's activations
 // (11 x C values per token and row) stay within 32 MiB.
 int prefill_chunk(const ModelConfig& cfg, int B, int P);
-// Bytes a Runner will allocate (activations, KV cache), for the up-front memory check.
-size_t runner_bytes(const ModelConfig& cfg, int B, int max_chunk, bool split_attn);
+// Bytes a Runner of variant v will allocate (activations, KV cache), for the up-front memory check.
+size_t runner_bytes(const ModelConfig& cfg, const Variant& v, int B, int max_chunk);
 // Fails with EXIT_CUDA naming the MiB needed and free when `bytes` do not fit.
 void check_fits(size_t bytes, const char* what);
 

@@ -15,7 +15,7 @@ Variant make_variant(const std::string& name, const Args& a) {
         v.fused = a.on.fused;
         v.split_attn = a.on.split_attn;
         v.pdl = a.on.pdl;
-        v.short_links = a.on.short_links;
+        v.short_links = a.short_links;
         v.one_layer_weights = a.one_layer_weights;
     } else if (name != "kvonly") {
         GD_FAIL(EXIT_USAGE, "unknown variant '%s' (naive, kvonly or optimized)", name.c_str());

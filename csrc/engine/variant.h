@@ -15,7 +15,7 @@ struct Variant {
     bool split_attn = false;  // decode attention split over blocks
     bool graph = false;       // decode step captured once as a CUDA graph
     bool pdl = false;         // programmatic dependent launch of the decode kernels (sm_90)
-    bool short_links = false; // the v2 decode step (engine/decode_v2.cu) instead of the v1 kernels
+    bool short_links = false; // experimental: the v2 decode step (engine/decode_links.cu) instead of v1
     bool one_layer_weights = false;  // diagnostic: every layer uses layer 0's weights (they stay in L2)
 };
 

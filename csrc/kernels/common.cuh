@@ -18,6 +18,13 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// LayerNorm statistics of n values from their fp32 sum and sum of squares: the one variance formula of every
+// LayerNorm in the engine (layernorm.cu, the fused decode products of linear_mma.cu and link_product.cu).
+__device__ __forceinline__ void ln_stats(float sum, float sumsq, int n, float& mean, float& rstd) {
+    mean = sum / n;
+    rstd = rsqrtf(fmaxf(sumsq / n - mean * mean, 0.f) + 1e-5f);
+}
+
 // GELU, tanh approximation (GPT-2's).
 __device__ __forceinline__ float gelu_tanh(float x) {
     const float k = 0.7978845608028654f;  // sqrt(2/pi)
@@ -62,6 +69,29 @@ __device__ __forceinline__ uint32_t pack_x2(float lo, float hi) {
            ((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
 #else
     return (uint32_t)__half_as_ushort(__float2half_rn(lo)) | ((uint32_t)__half_as_ushort(__float2half_rn(hi)) << 16);
+#endif
+}
+
+// cp.async (sm_80+): 16 bytes from global to shared memory on the copy path, no registers involved; the copies
+// issued since the last commit form a group; wait<N> returns when at most N groups are still in flight (then a
+// barrier makes other threads' copies visible). Callers check has_mma16816() (sm_80+) before launching.
+__device__ __forceinline__ void cp_async16(void* smem_dst, const void* gsrc) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned d = (unsigned)__cvta_generic_to_shared(smem_dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(gsrc) : "memory");
+#else
+    *reinterpret_cast<int4*>(smem_dst) = *reinterpret_cast<const int4*>(gsrc);
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 #endif
 }
 

@@ -27,6 +27,7 @@ void matmul_logits(float* out, const floatX* inp, const floatX* w, int M, int N,
 
 // gemv.cu: the same products for small M (<= kGemvMaxM) streaming the weights once, with fused epilogues.
 constexpr int kGemvMaxM = 16;
+constexpr int kGemvFastM = 4;  // rows up to which the GEMV beats cuBLAS (the engine's fallback choice)
 bool gemv_supported(int M, int K);
 void gemv_forward(floatX* out, const floatX* inp, const floatX* w, const floatX* bias, int M, int N, int K, bool gelu,
                   bool accumulate, cudaStream_t s);

@@ -9,6 +9,8 @@
 #include <type_traits>
 
 #include "../common/check.h"
+#include "argmax.cuh"
+#include "attention_warp.cuh"
 #include "common.cuh"
 #include "kernels.cuh"
 #include "launch.cuh"
@@ -26,52 +28,6 @@ int max_smem_optin() { return device_attribute(cudaDevAttrMaxSharedMemoryPerBloc
 
 template <typename T>
 __device__ __forceinline__ void store_out(T* p, float v) { *p = from_f<T>(v); }
-
-// (value, id) as one 64-bit key whose unsigned order is the value's order, then the lower id: atomicMax keeps
-// the argmax with sample_kernel's tie rule. 0 is below every real key.
-__device__ __forceinline__ unsigned long long argmax_key(float v, int id) {
-    uint32_t u = __float_as_uint(v);
-    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-    return ((unsigned long long)u << 32) | (uint32_t)~id;
-}
-
-// Greedy decoding fused into the logits product: `best` is the thread's best key over the tiles it owned. The
-// block's best per row goes into e.argmax[row] with one atomicMax; the last block to finish (atomic ticket)
-// writes token pos+1 of each row, resets the maxima and the ticket for the next step and advances the position
-// by one. Called by all threads; `scratch` (kWarps * MB keys) must be free.
-template <int MB>
-__device__ void argmax_finish(const DecodeEpilogue& e, unsigned long long best, int M, unsigned long long* scratch) {
-    __shared__ int last;
-    // threads i and i + MB hold the same row: fold the warp's features for each row
-#pragma unroll
-    for (int o = MB; o < 32; o <<= 1) {
-        unsigned long long other = __shfl_xor_sync(0xffffffffu, best, o);
-        best = other > best ? other : best;
-    }
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (lane < MB) scratch[warp * MB + lane] = best;
-    __syncthreads();
-    if (threadIdx.x < MB && threadIdx.x < M) {
-        unsigned long long b = 0ull;
-        for (int w = 0; w < kWarps; w++) b = scratch[w * MB + threadIdx.x] > b ? scratch[w * MB + threadIdx.x] : b;
-        atomicMax(e.argmax + threadIdx.x, b);
-        __threadfence();
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(e.ticket, 1) == (int)gridDim.x - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    const int pos = *e.d_pos;
-    if (threadIdx.x < M) {
-        unsigned long long b = atomicExch(e.argmax + threadIdx.x, 0ull);
-        if (pos + 1 < e.maxT) e.tokens[(size_t)threadIdx.x * e.maxT + pos + 1] = (int)~(uint32_t)b;
-    }
-    if (threadIdx.x == 0) {
-        *e.ticket = 0;
-        *e.d_pos = pos + 1;
-    }
-}
 
 // NT batch tiles of 8 rows (M <= 8 * NT). Input rows are staged in shared memory, padded by 16 bytes per
 // row so the 8 rows read together fall in different banks. Each warp keeps U of its 32-wide K steps of
@@ -221,7 +177,7 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
             if (e.gelu) v = gelu_tanh(v);
             if (e.kcache && out_n >= e.C) {  // K/V columns of the QKV product go straight into the cache
                 int part = out_n / e.C, cc = out_n % e.C, hs = e.C / e.NH;
-                size_t dst = (((size_t)out_m * e.NH + cc / hs) * e.maxT + *e.d_pos) * hs + cc % hs;
+                size_t dst = cache_offset(out_m, cc / hs, *e.d_pos, cc % hs, e.NH, e.maxT, hs);
                 (part == 1 ? e.kcache : e.vcache)[dst] = from_f<floatX>(v);
             } else {
                 store_out(out + (size_t)out_m * N + out_n, v + resid);
@@ -241,7 +197,8 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
     if (kLoop && e.argmax) {
         stamp(e.stamps, 5, 0);
         __syncthreads();  // every thread has read its sums from `red`
-        argmax_finish<MB>(e, best, M, reinterpret_cast<unsigned long long*>(red));
+        argmax_finish<MB, kWarps>(e.argmax, e.ticket, e.tokens, e.d_pos, e.maxT, best, M,
+                                 reinterpret_cast<unsigned long long*>(red));
         stamp(e.stamps, 5, 1);
     }
 }
