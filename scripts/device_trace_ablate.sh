@@ -18,6 +18,6 @@ done; done
 timeout 120 $G profile --tool trace -e $M -b 1 -b 16 --steps 16 --out "$LOG/trace" --top 70 >"$LOG/driver_trace.txt" 2>&1; echo "driver trace optimized rc=$?"
 timeout 90 $G profile --tool trace --variant kvonly -e $M -b 1 -b 16 --steps 16 --out "$LOG/trace" --top 30 >"$LOG/driver_trace_kv.txt" 2>&1; echo "driver trace kvonly rc=$?"
 grep -hE "check" "$LOG/driver_trace.txt" "$LOG/driver_trace_kv.txt" | head -12
-n=0; for p in $(find "$LOG/trace" -name '*.png' | head -4); do n=$((n+1)); cp "$p" "$FINAL/timeline_$n_$(basename $(dirname $p)).png"; done
+n=0; for p in $(find "$LOG/trace" -name '*.png' | head -4); do n=$((n+1)); cp "$p" "$FINAL/timeline_${n}_$(basename $(dirname $p)).png"; done
 SECONDS=0; timeout 240 $G sweep --config configs/ablations.yaml --out "$LOG/ablations" >"$LOG/ablations.txt" 2>&1; echo "ablations rc=$? in ${SECONDS}s"
 tail -40 "$LOG/ablations.txt"
