@@ -113,9 +113,8 @@ __global__ void __launch_bounds__(kThreads) linear_mma_kernel(OutT* out, const f
             }
         }
         if (!e.ln_w) continue;
-        const float mean = warp_sum(sum) / K;
-        const float var = fmaxf(warp_sum(sq) / K - mean * mean, 0.f);
-        const float rstd = rsqrtf(var + 1e-5f);
+        float mean, rstd;
+        ln_stats(warp_sum(sum), warp_sum(sq), K, mean, rstd);
 #pragma unroll 4
         for (int k = lane * kVec; k < K; k += 32 * kVec) {  // the lane's own elements: no barrier needed
             VecX v = *reinterpret_cast<const VecX*>(dst + k);
