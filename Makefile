@@ -22,7 +22,7 @@ PROGRAMS := naive kvonly optimized validate profile
 LIB_SRCS := csrc/common/check.cpp csrc/engine/protocol.cpp csrc/engine/args.cpp csrc/model/checkpoint.cpp \
             csrc/model/tokenizer.cpp csrc/kernels/embedding.cu csrc/kernels/layernorm.cu csrc/kernels/matmul.cu \
             csrc/kernels/gemv.cu csrc/kernels/linear_mma.cu csrc/kernels/launch.cu csrc/kernels/elementwise.cu csrc/kernels/attention.cu csrc/kernels/sampling.cu csrc/kernels/link_product.cu csrc/kernels/link_attention.cu \
-            csrc/engine/variant.cpp csrc/engine/gpt2.cu csrc/engine/decode_links.cu csrc/engine/session.cu csrc/apps/generate.cu \
+            csrc/engine/variant.cpp csrc/engine/weights.cu csrc/engine/stage_timer.cu csrc/engine/gpt2.cu csrc/engine/decode_links.cu csrc/engine/session.cu csrc/apps/generate.cu \
             csrc/engine/trace.cpp
 LIB_OBJS := $(patsubst csrc/%,$(BUILD_DIR)/obj/%.o,$(LIB_SRCS))
 BINS := $(addprefix $(BUILD_DIR)/,$(PROGRAMS))

@@ -61,17 +61,19 @@ void Runner::link_projection(LinkStage st, LinkArgs a, const ProjPlan& plan, con
         a.fout = part_;
     }
     if (stamps) a.stamps = stamps->take("link_product_kernel", name, kLinkProductStages);
-    stage_begin(name);
-    link_product(st, plan.epi, a, v_.pdl, stream_);
-    stage_end();
+    {
+        StageScope stage(timer, name, stream_);
+        link_product(st, plan.epi, a, v_.pdl, stream_);
+    }
     pend = 0;
     if (plan.epi == LinkEpi::Partial && plan.direct) {
         pend = plan.splits;
         pend_bias = bias;
     } else if (plan.epi == LinkEpi::Partial) {
-        stage_begin("reduce");
-        link_reduce(res_[cur], part_, bias, plan.splits, a.M, a.N, v_.pdl, stream_);
-        stage_end();
+        {
+            StageScope stage(timer, "reduce", stream_);
+            link_reduce(res_[cur], part_, bias, plan.splits, a.M, a.N, v_.pdl, stream_);
+        }
     }
 }
 
@@ -114,19 +116,21 @@ void Runner::forward_links(bool greedy_step) {
         q.out = qkv_, q.kcache = kc, q.vcache = vc, q.C = C, q.NH = NH, q.maxT = maxT, q.d_pos = d_pos_;
         q.late_trigger = plan_.late_trigger;
         if (stamps) q.stamps = stamps->take("link_product_kernel", "qkv", kLinkProductStages);
-        stage_begin("qkv");
-        // The step's first link waits for the whole previous step (its token and position): no PDL there.
-        link_product(LinkStage::ResidLN, LinkEpi::QKV, q, l == 0 ? false : v_.pdl, stream_);
-        stage_end();
+        {
+            StageScope stage(timer, "qkv", stream_);
+            // The step's first link waits for the whole previous step (its token and position): no PDL there.
+            link_product(LinkStage::ResidLN, LinkEpi::QKV, q, l == 0 ? false : v_.pdl, stream_);
+        }
         resid_done(q);
 
         AttnLinkArgs at;
         at.q = qkv_, at.kc = kc, at.vc = vc, at.d_pos = d_pos_, at.part = attn_part_;
         at.B = B, at.NH = NH, at.HS = HS, at.maxT = maxT, at.as = plan_.as, at.late_trigger = plan_.late_trigger;
         if (stamps) at.stamps = stamps->take("link_attention_kernel", "attn", kLinkAttentionStages);
-        stage_begin("attn");
-        link_attention(at, v_.pdl, stream_);
-        stage_end();
+        {
+            StageScope stage(timer, "attn", stream_);
+            link_attention(at, v_.pdl, stream_);
+        }
 
         LinkArgs p;
         p.M = B, p.N = C, p.K = C, p.w = w_.attprojw + wl * CC, p.attn_part = attn_part_, p.as = plan_.as;
@@ -139,9 +143,10 @@ void Runner::forward_links(bool greedy_step) {
         f.late_trigger = plan_.late_trigger;
         resid_input(f);
         if (stamps) f.stamps = stamps->take("link_product_kernel", "fc", kLinkProductStages);
-        stage_begin("fc");
-        link_product(LinkStage::ResidLN, LinkEpi::Gelu, f, v_.pdl, stream_);
-        stage_end();
+        {
+            StageScope stage(timer, "fc", stream_);
+            link_product(LinkStage::ResidLN, LinkEpi::Gelu, f, v_.pdl, stream_);
+        }
         resid_done(f);
 
         LinkArgs r;
@@ -159,9 +164,10 @@ void Runner::forward_links(bool greedy_step) {
         g.V = cfg_.vocab_size;
     }
     if (stamps) g.stamps = stamps->take("link_product_kernel", "logits", kLinkProductStages);
-    stage_begin("logits");
-    link_product(LinkStage::ResidLN, LinkEpi::Logits, g, v_.pdl, stream_);
-    stage_end();
+    {
+        StageScope stage(timer, "logits", stream_);
+        link_product(LinkStage::ResidLN, LinkEpi::Logits, g, v_.pdl, stream_);
+    }
 }
 
 }  // namespace gd

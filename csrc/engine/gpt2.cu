@@ -1,143 +1,11 @@
 #include "gpt2.h"
 
-#include <nvtx3/nvToolsExt.h>
-
 #include <algorithm>
 
 #include "../common/check.h"
 #include "trace.h"
 
 namespace gd {
-
-void* device_alloc(size_t bytes, const char* what) {
-    void* p = nullptr;
-    cudaError_t e = cudaMalloc(&p, bytes);
-    if (e != cudaSuccess) {
-        size_t free_b = 0, total_b = 0;
-        cudaGetLastError();
-        cudaMemGetInfo(&free_b, &total_b);
-        GD_FAIL(EXIT_CUDA, "cannot allocate %.1f MiB for %s (%s); %.1f MiB free of %.1f MiB", bytes / 1048576.0, what,
-                cudaGetErrorString(e), free_b / 1048576.0, total_b / 1048576.0);
-    }
-    return p;
-}
-
-void check_fits(size_t bytes, const char* what) {
-    size_t free_b = 0, total_b = 0;
-    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-    if (bytes > free_b)
-        GD_FAIL(EXIT_CUDA, "%s needs %.1f MiB of device memory but only %.1f MiB of %.1f MiB are free", what,
-                bytes / 1048576.0, free_b / 1048576.0, total_b / 1048576.0);
-}
-
-static size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
-
-Weights load_weights(const std::string& path, ModelConfig* cfg) {
-#if defined(PRECISION_FP32)
-    const DType target = DType::F32;
-#elif defined(PRECISION_FP16)
-    const DType target = DType::F16;
-#else
-    const DType target = DType::BF16;
-#endif
-    std::vector<uint8_t> host;
-    CheckpointHeader h = load_checkpoint(path, target, host);
-    *cfg = h.cfg;
-    size_t counts[kNumParamTensors], offsets[kNumParamTensors], total = 0;
-    param_counts(h.cfg, counts);
-    for (int i = 0; i < kNumParamTensors; i++) {  // 256-byte aligned tensors: vector loads stay aligned
-        offsets[i] = total;
-        total = align_up(total + counts[i] * sizeof(floatX), 256);
-    }
-    check_fits(total, "the model weights");
-    Weights w;
-    w.bytes = total;
-    w.base = device_alloc(total, "the model weights");
-    floatX** ptrs[kNumParamTensors] = {&w.wte, &w.wpe, &w.ln1w, &w.ln1b, &w.qkvw, &w.qkvb, &w.attprojw, &w.attprojb,
-                                       &w.ln2w, &w.ln2b, &w.fcw, &w.fcb, &w.fcprojw, &w.fcprojb, &w.lnfw, &w.lnfb};
-    size_t src = 0;
-    for (int i = 0; i < kNumParamTensors; i++) {
-        *ptrs[i] = reinterpret_cast<floatX*>(static_cast<char*>(w.base) + offsets[i]);
-        CUDA_CHECK(cudaMemcpy(*ptrs[i], host.data() + src, counts[i] * sizeof(floatX), cudaMemcpyHostToDevice));
-        src += counts[i] * sizeof(floatX);
-    }
-    return w;
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// StageTimer
-
-StageTimer::~StageTimer() {
-    for (cudaEvent_t e : pool_) cudaEventDestroy(e);
-}
-
-cudaEvent_t StageTimer::event() {
-    cudaEvent_t e;
-    CUDA_CHECK(cudaEventCreate(&e));
-    pool_.push_back(e);
-    return e;
-}
-
-// All ranges live in the NVTX domain "decode": nsys --nvtx-capture='MEASURE@decode' (range@domain),
-// ncu --nvtx-include 'decode@MEASURE/' (domain@range, '/' = push/pop range).
-static nvtxDomainHandle_t nvtx_domain() {
-    static nvtxDomainHandle_t d = nvtxDomainCreateA("decode");
-    return d;
-}
-
-static void push(const char* name) {
-    nvtxEventAttributes_t a = {};
-    a.version = NVTX_VERSION;
-    a.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
-    a.messageType = NVTX_MESSAGE_TYPE_ASCII;
-    a.message.ascii = name;
-    nvtxDomainRangePushEx(nvtx_domain(), &a);
-}
-
-void StageTimer::push_range(const char* name) {
-    push(name);
-    if (tracer) tracer->range_push(name);
-}
-void StageTimer::pop_range() {
-    nvtxDomainRangePop(nvtx_domain());
-    if (tracer) tracer->range_pop();
-}
-
-void StageTimer::begin(const char* name, cudaStream_t s) {
-    push_range(name);
-    if (!events_ || !counting) return;
-    int idx = -1;
-    for (size_t i = 0; i < stats_.size(); i++)
-        if (stats_[i].name == name) idx = (int)i;
-    if (idx < 0) {
-        stats_.push_back({name, 0, 0.0});
-        idx = (int)stats_.size() - 1;
-    }
-    open_stat_ = idx;
-    open_ev_ = event();
-    CUDA_CHECK(cudaEventRecord(open_ev_, s));
-}
-
-void StageTimer::end(cudaStream_t s) {
-    pop_range();
-    if (!events_ || !counting || open_stat_ < 0) return;
-    cudaEvent_t b = event();
-    CUDA_CHECK(cudaEventRecord(b, s));
-    pending_.push_back({open_stat_, open_ev_, b});
-    open_stat_ = -1;
-}
-
-std::vector<StageTimer::Stat> StageTimer::collect() {
-    CUDA_CHECK(cudaDeviceSynchronize());
-    for (auto& p : pending_) {
-        float ms = 0;
-        CUDA_CHECK(cudaEventElapsedTime(&ms, p.a, p.b));
-        stats_[p.stat].calls++;
-        stats_[p.stat].total_ms += ms;
-    }
-    pending_.clear();
-    return stats_;
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // Runner
@@ -265,9 +133,10 @@ void Runner::forward(int T, bool greedy_step, bool logits) {
         return;
     }
     const bool fast = T == 1 && use_decode_kernels(M);
-    stage_begin("embedding");
-    embedding_forward(x_, tokens_, w_.wte, w_.wpe, d_pos_, B, T, C, maxT, stream_);
-    stage_end();
+    {
+        StageScope stage(timer, "embedding", stream_);
+        embedding_forward(x_, tokens_, w_.wte, w_.wpe, d_pos_, B, T, C, maxT, stream_);
+    }
     char layer_name[32];
     for (int l = 0; l < L; l++) {
         if (timer) {
@@ -287,53 +156,65 @@ void Runner::forward(int T, bool greedy_step, bool logits) {
             qe.bias = qkvb, qe.ln_w = ln1w, qe.ln_b = ln1b, qe.kcache = kc, qe.vcache = vc, qe.d_pos = d_pos_;
             qe.C = C, qe.NH = NH, qe.maxT = maxT;
             if (stamps) qe.stamps = stamps->take("linear_mma_kernel", "qkv", kDecodeLinearStages);
-            stage_begin("qkv");
-            decode_linear(qkv_, x_, qkvw, M, 3 * C, C, qe, v_.pdl, stream_);
-            stage_end();
-            stage_begin("attn");
-            attention(kc, vc, T);
-            stage_end();
+            {
+                StageScope stage(timer, "qkv", stream_);
+                decode_linear(qkv_, x_, qkvw, M, 3 * C, C, qe, v_.pdl, stream_);
+            }
+            {
+                StageScope stage(timer, "attn", stream_);
+                attention(kc, vc, T);
+            }
             DecodeEpilogue pe;
             pe.bias = attprojb, pe.accumulate = true;
             if (stamps) pe.stamps = stamps->take("linear_mma_kernel", "attproj", kDecodeLinearStages);
-            stage_begin("attproj");
-            decode_linear(x_, atty_, attprojw, M, C, C, pe, v_.pdl, stream_);
-            stage_end();
+            {
+                StageScope stage(timer, "attproj", stream_);
+                decode_linear(x_, atty_, attprojw, M, C, C, pe, v_.pdl, stream_);
+            }
             DecodeEpilogue fe;
             fe.bias = fcb, fe.gelu = true, fe.ln_w = ln2w, fe.ln_b = ln2b;
             if (stamps) fe.stamps = stamps->take("linear_mma_kernel", "fc", kDecodeLinearStages);
-            stage_begin("fc");
-            decode_linear(fch_, x_, fcw, M, 4 * C, C, fe, v_.pdl, stream_);
-            stage_end();
+            {
+                StageScope stage(timer, "fc", stream_);
+                decode_linear(fch_, x_, fcw, M, 4 * C, C, fe, v_.pdl, stream_);
+            }
             DecodeEpilogue re;
             re.bias = fcprojb, re.accumulate = true;
             if (stamps) re.stamps = stamps->take("linear_mma_kernel", "fcproj", kDecodeLinearStages);
-            stage_begin("fcproj");
-            decode_linear(x_, fch_, fcprojw, M, C, 4 * C, re, v_.pdl, stream_);
-            stage_end();
+            {
+                StageScope stage(timer, "fcproj", stream_);
+                decode_linear(x_, fch_, fcprojw, M, C, 4 * C, re, v_.pdl, stream_);
+            }
         } else {
-            stage_begin("ln1");
-            layernorm_forward(ln_, x_, ln1w, ln1b, M, C, 1, 0, stream_);
-            stage_end();
-            stage_begin("qkv");
-            linear(qkv_, ln_, qkvw, qkvb, M, 3 * C, C, false, false);
-            stage_end();
-            stage_begin("attn");
-            kv_store(kc, vc, qkv_, d_pos_, B, T, NH, HS, maxT, stream_);
-            attention(kc, vc, T);
-            stage_end();
-            stage_begin("attproj");
-            linear(x_, atty_, attprojw, attprojb, M, C, C, false, true);
-            stage_end();
-            stage_begin("ln2");
-            layernorm_forward(ln_, x_, ln2w, ln2b, M, C, 1, 0, stream_);
-            stage_end();
-            stage_begin("fc");
-            linear(fch_, ln_, fcw, fcb, M, 4 * C, C, true, false);
-            stage_end();
-            stage_begin("fcproj");
-            linear(x_, fch_, fcprojw, fcprojb, M, C, 4 * C, false, true);
-            stage_end();
+            {
+                StageScope stage(timer, "ln1", stream_);
+                layernorm_forward(ln_, x_, ln1w, ln1b, M, C, 1, 0, stream_);
+            }
+            {
+                StageScope stage(timer, "qkv", stream_);
+                linear(qkv_, ln_, qkvw, qkvb, M, 3 * C, C, false, false);
+            }
+            {
+                StageScope stage(timer, "attn", stream_);
+                kv_store(kc, vc, qkv_, d_pos_, B, T, NH, HS, maxT, stream_);
+                attention(kc, vc, T);
+            }
+            {
+                StageScope stage(timer, "attproj", stream_);
+                linear(x_, atty_, attprojw, attprojb, M, C, C, false, true);
+            }
+            {
+                StageScope stage(timer, "ln2", stream_);
+                layernorm_forward(ln_, x_, ln2w, ln2b, M, C, 1, 0, stream_);
+            }
+            {
+                StageScope stage(timer, "fc", stream_);
+                linear(fch_, ln_, fcw, fcb, M, 4 * C, C, true, false);
+            }
+            {
+                StageScope stage(timer, "fcproj", stream_);
+                linear(x_, fch_, fcprojw, fcprojb, M, C, 4 * C, false, true);
+            }
         }
         if (timer) timer->pop_range();
     }
@@ -346,28 +227,32 @@ void Runner::forward(int T, bool greedy_step, bool logits) {
             le.tokens = tokens_, le.d_pos = d_pos_, le.maxT = maxT, le.V = cfg_.vocab_size;
         }
         if (stamps) le.stamps = stamps->take("linear_mma_kernel", "logits", kDecodeLinearStages);
-        stage_begin("logits");
-        decode_logits(logits_, x_, w_.wte, B, cfg_.padded_vocab, C, le, v_.pdl, stream_);
-        stage_end();
+        {
+            StageScope stage(timer, "logits", stream_);
+            decode_logits(logits_, x_, w_.wte, B, cfg_.padded_vocab, C, le, v_.pdl, stream_);
+        }
         return;
     }
-    stage_begin("lnf");
-    layernorm_forward(lnf_, x_, w_.lnfw, w_.lnfb, B, C, T, T - 1, stream_);
-    stage_end();
-    stage_begin("logits");
-    if (v_.gemv && v_.fused && decode_linear_supported(B, cfg_.padded_vocab, C))  // the decode logits kernel (no LN)
-        decode_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, DecodeEpilogue(), v_.pdl, stream_);
-    else if (v_.gemv && gemv_supported(B, C))
-        gemv_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, stream_);
-    else
-        matmul_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, stream_);
-    stage_end();
+    {
+        StageScope stage(timer, "lnf", stream_);
+        layernorm_forward(lnf_, x_, w_.lnfw, w_.lnfb, B, C, T, T - 1, stream_);
+    }
+    {
+        StageScope stage(timer, "logits", stream_);
+        if (v_.gemv && v_.fused && decode_linear_supported(B, cfg_.padded_vocab, C))  // the decode logits kernel (no LN)
+            decode_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, DecodeEpilogue(), v_.pdl, stream_);
+        else if (v_.gemv && gemv_supported(B, C))
+            gemv_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, stream_);
+        else
+            matmul_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, stream_);
+    }
 }
 
 void Runner::sample(int T, const SamplingParams& sp) {
-    stage_begin("sample");
-    sample_tokens(tokens_, logits_, d_pos_, T, B_, cfg_.vocab_size, cfg_.padded_vocab, cfg_.max_seq_len, sp, stream_);
-    stage_end();
+    {
+        StageScope stage(timer, "sample", stream_);
+        sample_tokens(tokens_, logits_, d_pos_, T, B_, cfg_.vocab_size, cfg_.padded_vocab, cfg_.max_seq_len, sp, stream_);
+    }
 }
 
 int prefill_chunk(const ModelConfig& cfg, int B, int P) {

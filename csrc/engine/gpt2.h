@@ -11,23 +11,12 @@
 #include "../kernels/kernels.cuh"
 #include "../kernels/links.cuh"
 #include "../model/checkpoint.h"
+#include "stage_timer.h"
 #include "variant.h"
+#include "weights.h"
 
 namespace gd {
 
-struct Weights {
-    floatX *wte, *wpe, *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb,
-        *lnfw, *lnfb;
-    void* base = nullptr;
-    size_t bytes = 0;
-};
-// Loads the checkpoint, converts to the build's precision and uploads it.
-Weights load_weights(const std::string& path, ModelConfig* cfg);
-
-// Device allocation with a clear error naming what it was for and the MiB needed.
-void* device_alloc(size_t bytes, const char* what);
-
-class Tracer;
 class StampRecorder;
 
 // How the v2 decode step (engine/decode_links.cu) runs for a model at B rows: the two projections' K splits and
@@ -40,30 +29,6 @@ struct LinkPlan {
 };
 LinkPlan make_link_plan(const ModelConfig& c, int B);
 size_t link_buffer_floats(const ModelConfig& c, int B, const LinkPlan& p);  // residuals, partials, attention
-
-// Stage hooks for the profile executable: NVTX ranges and optional CUDA-event timing per stage.
-class StageTimer {
-public:
-    explicit StageTimer(bool events) : events_(events) {}
-    ~StageTimer();
-    void begin(const char* name, cudaStream_t s);
-    void end(cudaStream_t s);
-    void push_range(const char* name);  // NVTX only (layer<i>, MEASURE@decode)
-    void pop_range();
-    bool counting = false;  // only count stages while measuring
-    Tracer* tracer = nullptr;  // profile --trace: the ranges' CPU times (engine/trace.h)
-    struct Stat { std::string name; int calls = 0; double total_ms = 0; };
-    std::vector<Stat> collect();  // synchronizes, sums event pairs per stage name (first-seen order)
-private:
-    bool events_;
-    struct Pending { int stat; cudaEvent_t a, b; };
-    std::vector<Pending> pending_;
-    std::vector<Stat> stats_;
-    std::vector<cudaEvent_t> pool_;
-    int open_stat_ = -1;
-    cudaEvent_t open_ev_ = nullptr;
-    cudaEvent_t event();
-};
 
 class Runner {
 public:
@@ -97,8 +62,6 @@ public:
 private:
     void linear(floatX* out, const floatX* inp, const floatX* w, const floatX* b, int M, int N, int K, bool gelu,
                 bool residual);
-    void stage_begin(const char* n) { if (timer) timer->begin(n, stream_); }
-    void stage_end() { if (timer) timer->end(stream_); }
     void record_decode(bool sample, const SamplingParams& sp);
     bool use_decode_kernels(int M) const;
     void attention(floatX* kc, floatX* vc, int T);
@@ -129,7 +92,5 @@ private:
 int prefill_chunk(const ModelConfig& cfg, int B, int P);
 // Bytes a Runner of variant v will allocate (activations, KV cache), for the up-front memory check.
 size_t runner_bytes(const ModelConfig& cfg, const Variant& v, int B, int max_chunk);
-// Fails with EXIT_CUDA naming the MiB needed and free when `bytes` do not fit.
-void check_fits(size_t bytes, const char* what);
 
 }  // namespace gd
