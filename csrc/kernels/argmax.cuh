@@ -1,5 +1,5 @@
-// The greedy argmax fused into a logits product (v1 linear_mma.cu and v2 link_product.cu), with the tie rule
-// of sample_kernel (sampling.cu): the highest logit, the lowest id among equal ones.
+// The argmax of the engine: one key order (argmax_key: the highest logit, the lowest id among equal ones) for
+// sample_kernel (sampling.cu) and the greedy argmax fused into a logits product (linear_mma.cu, link_product.cu).
 #pragma once
 #include <cstdint>
 
@@ -12,6 +12,9 @@ __device__ __forceinline__ unsigned long long argmax_key(float v, int id) {
     u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
     return ((unsigned long long)u << 32) | (uint32_t)~id;
 }
+
+// The id of a key made by argmax_key.
+__device__ __forceinline__ int argmax_id(unsigned long long key) { return (int)~(uint32_t)key; }
 
 // Greedy decoding fused into the logits product: `best` is the thread's best key over the tiles it owned. The
 // block's best per row goes into argmax[row] with one atomicMax; the last block to finish (atomic ticket)
@@ -45,7 +48,7 @@ __device__ void argmax_finish(unsigned long long* argmax, int* ticket, int* toke
     const int pos = *d_pos;
     if (threadIdx.x < M) {
         unsigned long long b = atomicExch(argmax + threadIdx.x, 0ull);
-        if (pos + 1 < maxT) tokens[(size_t)threadIdx.x * maxT + pos + 1] = (int)~(uint32_t)b;
+        if (pos + 1 < maxT) tokens[(size_t)threadIdx.x * maxT + pos + 1] = argmax_id(b);
     }
     if (threadIdx.x == 0) {
         *ticket = 0;

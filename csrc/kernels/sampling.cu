@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "../common/check.h"
+#include "argmax.cuh"
 #include "common.cuh"
 #include "kernels.cuh"
 
@@ -55,38 +56,33 @@ __device__ float mass_above(const float* row, int V, float inv_t, float mx, floa
 __global__ void sample_kernel(int* tokens, const float* logits, const int* d_pos, int T, int V, int Vp, int maxT,
                               SamplingParams p) {
     __shared__ float sm[32];
-    __shared__ float sm_v[32];
-    __shared__ int sm_i[32];
+    __shared__ unsigned long long sm_k[32];
     __shared__ int chosen;
     int b = blockIdx.x, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     int next = *d_pos + T;
     if (next >= maxT) return;
     const float* row = logits + (size_t)b * Vp;
 
-    // argmax (also the fallback of the random path)
-    float best = -FLT_MAX;
-    int besti = 0x7fffffff;
+    // argmax (also the fallback of the random path), by argmax_key: the tie rule of the fused argmax too
+    unsigned long long best = 0ull;
 #pragma unroll 8
     for (int i = threadIdx.x; i < V; i += blockDim.x) {
-        float x = row[i];
-        if (x > best) best = x, besti = i;
+        const unsigned long long k = argmax_key(row[i], i);
+        best = k > best ? k : best;
     }
     for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, best, o);
-        int oi = __shfl_xor_sync(0xffffffffu, besti, o);
-        if (ov > best || (ov == best && oi < besti)) best = ov, besti = oi;
+        const unsigned long long other = __shfl_xor_sync(0xffffffffu, best, o);
+        best = other > best ? other : best;
     }
-    if (lane == 0) sm_v[warp] = best, sm_i[warp] = besti;
+    if (lane == 0) sm_k[warp] = best;
     __syncthreads();
     if (warp == 0) {
-        best = lane < blockDim.x / 32 ? sm_v[lane] : -FLT_MAX;
-        besti = lane < blockDim.x / 32 ? sm_i[lane] : 0x7fffffff;
+        best = lane < blockDim.x / 32 ? sm_k[lane] : 0ull;
         for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, best, o);
-            int oi = __shfl_xor_sync(0xffffffffu, besti, o);
-            if (ov > best || (ov == best && oi < besti)) best = ov, besti = oi;
+            const unsigned long long other = __shfl_xor_sync(0xffffffffu, best, o);
+            best = other > best ? other : best;
         }
-        if (lane == 0) chosen = besti;
+        if (lane == 0) chosen = argmax_id(best);
     }
     __syncthreads();
     int argmax = chosen;
