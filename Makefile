@@ -63,7 +63,10 @@ ifeq ($(shell [ "$$(echo '$(CC_)' | tr -dc 0-9)" -ge 70 ] 2>/dev/null && echo ok
 	$(error GPU_COMPUTE_CAPABILITY=$(CC_) is too old: the engine needs 70 or newer)
 endif
 ifeq ($(PREC_LOWER),)
-	$(error PRECISION='$(PRECISION)' must be FP32, FP16 or BF16)
+	$(error PRECISION='$(PRECISION)' must be FP32, FP16 or BF16, in capitals (e.g. PRECISION=BF16))
+endif
+ifeq ($(shell command -v '$(NVCC)' 2>/dev/null),)
+	$(error nvcc not found: not in CUDA_HOME=$(CUDA_HOME)/bin nor on PATH: install the CUDA toolkit, or set CUDA_HOME to it (or NVCC to the compiler))
 endif
 ifeq ($(CUBLAS_LIB),)
 	$(error no libcublasLt under CUBLAS_HOME=$(CUBLAS_HOME) (lib64/ or lib/): set CUBLAS_HOME, e.g. to the nvidia-cublas wheel's nvidia/cu13)

@@ -52,7 +52,12 @@ class ProtocolError(BadInput):
 
 
 class BuildError(DriverError):
-    """make failed, or is missing, or did not produce the executables."""
+    """make failed, or is missing, or did not produce the executables. ``cause``: why, in one
+    line (the Makefile's message or the compiler's last errors), for rows and progress lines."""
+
+    def __init__(self, message: Any = "", exit_code: Optional[int] = None, *, cause: str = ""):
+        super().__init__(message, exit_code)
+        self.cause = cause or (str(message).strip().splitlines() or [""])[0]
 
 
 class RunError(DriverError):

@@ -512,7 +512,7 @@ def test_bench_engine_failure_is_a_row_and_exit_1(runner, fake_engine, fake_hf, 
     res = runner.invoke(cli, ["bench", "-b", "1", "-b", "4", "-n", "8", "--out", str(tmp_path)])
     assert res.exit_code == 1
     assert "failed: kvonly exited with code 4" in res.output and "99999 MiB" in res.output
-    assert "Error: failed: kvonly B=4 (see the table)" in res.output
+    assert "Error: 1 of 10 row(s) failed: kvonly B=4 (see the table)" in res.output
     df = pd.read_csv(tmp_path / "results.csv")
     assert (df["status"] == "failed").sum() == 1 and (df["status"] == "ok").sum() == 9
     assert len(fake_engine.calls()) == 6

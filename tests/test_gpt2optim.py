@@ -155,7 +155,7 @@ def test_bench_gpt2optim_build_failure_says_why(fake_engine, trees, tmp_path):
     assert set(peer["status"]) == {"failed"} and len(peer) == 2
     assert all("cudaMemAdvise" in e for e in peer["error"])
     assert set(df[df["variant"].isin(names.VARIANTS)]["status"]) == {"ok"}  # ours still ran
-    assert "Error: failed: gpt2_optim-naive B=1, gpt2_optim-kvcache B=1" in res.output
+    assert "Error: 2 of 5 row(s) failed: gpt2_optim-naive B=1, gpt2_optim-kvcache B=1" in res.output
 
 
 def test_bench_gpt2optim_program_failure_is_a_row(fake_engine, trees, tmp_path, monkeypatch):

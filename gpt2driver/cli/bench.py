@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from .. import names
-from ..errors import BadInput, DriverError
+from ..errors import BadInput
 from ..experiments.bench.run import BenchOptions, parse_variants, run_bench
+from ..experiments.summary import check_failed
 from ..tables.printers import render
 from .options import gpu_options, note, output_format
 
@@ -87,5 +88,4 @@ def bench(batch, gen, model, variants, warmup, repeat, no_hf, hf_compile, hf_war
     click.echo(res.table if fmt == "markdown" else render(res.df, fmt, meta=res.meta).rstrip())
     click.echo(res.plot_note or f"plot: {res.paths['plot']}", err=fmt != "markdown")
     click.echo(f"results: {res.paths['csv']} {res.paths['json']}", err=fmt != "markdown")
-    if res.failed:
-        raise DriverError(f"failed: {', '.join(res.failed)} (see the table)")
+    check_failed(res.df, "row")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import names
-from ..errors import DriverError
+from ..experiments.summary import check_failed
 from ..experiments.compare import CompareOptions, ablation_options, compare_report, run_compare
 from .options import (ablate_option, bin_dir_option, engine_arg_option, gpu_options, note,
                       output_format)
@@ -48,5 +48,4 @@ def compare(batch, gen, prompt_len, variants, ablations, ablate, warmup, repeat,
                           engine_args)
     df = run_compare(opts, log=note)
     click.echo(compare_report(df, fmt))
-    if (df["status"] != "ok").any():
-        raise DriverError("some variants failed (see the table)")
+    check_failed(df, "run")

@@ -10,6 +10,7 @@ from ..errors import ConfigError
 from ..experiments.configs import default_config, load_config
 from ..experiments.executors.local import parse_gpus
 from ..experiments.executors.slurm_cmd import SlurmOptions
+from ..experiments.summary import check_failed
 from ..experiments.sweep import run_sweep
 from ..paths import results_root
 from .options import bin_dir_option, given, output_format
@@ -58,7 +59,8 @@ def check_executor(ctx: click.Context, executor: str, gpus) -> None:
 @bin_dir_option
 def sweep(config_path, out, cc, jobs, dry_run, gpus, executor, partition, gres, time_limit,
           slurm_opt, max_tasks, max_running, poll_s, fmt, bin_dir):
-    """Run every point of a sweep config; resumable.
+    """Run every point of a sweep config; resumable. Exits 1 when a point failed (after running
+    the others), saying how many.
 
     Results go to results.jsonl (append-only), results.csv and results.json; a rerun skips the
     points already done. Ctrl-C stops cleanly (exit 130) keeping finished points. A config with
@@ -82,6 +84,8 @@ def sweep(config_path, out, cc, jobs, dry_run, gpus, executor, partition, gres, 
                           f"{cfg.source}")
     slurm = SlurmOptions(partition=partition, gres=gres, time=time_limit, extra=tuple(slurm_opt),
                          max_tasks=max_tasks, max_running=max_running, poll_s=poll_s)
-    run_sweep(cfg, Path(out) if out else results_root() / cfg.name, cc=cc, dry_run=dry_run,
+    df = run_sweep(cfg, Path(out) if out else results_root() / cfg.name, cc=cc, dry_run=dry_run,
               jobs=jobs, gpus=parse_gpus(gpus) if gpus is not None else None,
               executor=executor, slurm=slurm, bin_dir=bin_dir, fmt=fmt)
+    if not dry_run:
+        check_failed(df, "point")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,29 @@ def make_command(cc: int, precision: str, jobs: Optional[int] = None) -> List[st
     return cmd
 
 
+# make's own lines around a failed recipe ("make[1]: *** [Makefile:81: x.o] Error 127", "Waiting for
+# unfinished jobs"): they say that something failed, not why.
+_MAKE_NOISE = re.compile(r"^make(\[\d+\])?: \*\*\* (\[.*\] Error \d+|Waiting for unfinished jobs)")
+_MAKEFILE_ERROR = re.compile(r"^\S*[Mm]akefile:\d+: \*\*\* (.*?)\.?  Stop\.$")
+_ERROR_WORDS = re.compile(r"error|fatal|not found|no such file|cannot|undefined reference", re.I)
+
+
+def make_cause(output: str, lines: int = 3) -> str:
+    """Why make failed, from its output: the Makefile's own message (its configuration check:
+    no nvcc, no cuBLAS...), else the last error lines of the compiler or linker (at most
+    ``lines``, joined by " | "), else make's last line."""
+    text = [l.strip() for l in output.splitlines() if l.strip()]
+    for line in reversed(text):
+        m = _MAKEFILE_ERROR.match(line)
+        if m:
+            return m.group(1)
+    errors = [l for l in text if _ERROR_WORDS.search(l) and not _MAKE_NOISE.match(l)]
+    errors = list(dict.fromkeys(errors))  # parallel jobs repeat the same line
+    if errors:
+        return " | ".join(errors[-lines:])
+    return text[-1] if text else "no output"
+
+
 def _mtimes(d: Path) -> Dict[str, Optional[float]]:
     return {p: ((d / p).stat().st_mtime_ns if (d / p).exists() else None) for p in PROGRAMS}
 
@@ -131,13 +155,24 @@ def make_build(cc: int, precision: str, jobs: Optional[int] = None,
     before = _mtimes(out_dir)
     rc, output = run_make(cmd, repo_root(), quiet)
     if rc != 0:
-        raise BuildError(f"make failed (exit code {rc}): {' '.join(cmd)}\n{output}")
+        raise BuildError(failure_message(rc, cmd, output, shown=not quiet), cause=make_cause(output))
     after = _mtimes(out_dir)
     missing = [p for p, t in after.items() if t is None]
     if missing:
         raise BuildError(f"make succeeded but {out_dir} lacks {', '.join(missing)}\n{output}")
     rebuilt = [p for p in PROGRAMS if before[p] != after[p]]
     return BuildResult(out_dir, rebuilt, output)
+
+
+def failure_message(rc: int, cmd: List[str], output: str, shown: bool) -> str:
+    """``make failed (exit code 2): <cause>``, then the command and the tail of make's output
+    that does not repeat the cause; no tail when make's output was ``shown`` as it came."""
+    cause = make_cause(output)
+    lines = [f"make failed (exit code {rc}): {cause}", f"command: {' '.join(cmd)}"]
+    if not shown:
+        tail = [l for l in output.splitlines()[-15:] if l.strip() and cause not in l]
+        lines += tail
+    return "\n".join(lines)
 
 
 def build(cc: int, precision: str, jobs: Optional[int] = None, quiet: bool = True) -> Path:

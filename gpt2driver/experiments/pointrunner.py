@@ -103,7 +103,7 @@ class PointRunner:
             args = point_args(p, ckpt) + self.extra_args
             result = run_binary(binary, args, timeout=self.timeout_s, **kw)
         except BuildError as e:
-            error, self.last_error = f"build failed: {str(e).splitlines()[0]}", str(e)
+            error, self.last_error = f"build failed: {e.cause}", str(e)
         except RunError as e:
             error, self.last_error = str(e).splitlines()[0], str(e)
         except Exception as e:  # model preparation (CheckpointError, OSError)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Optional
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ExperimentError
 from ..files.checkpoint import ModelConfig, read_header
 from ..tables.rows import add_ratios, frame as rows_frame
 from ..tables.views import SWEEP_COLUMNS
@@ -31,3 +31,18 @@ def frame(rows: Iterable[Dict[str, Any]], copy_gbps: Optional[float] = None):
     if copy_gbps:
         add_floor(out, model_shape, copy_gbps)
     return rows_frame(out, SWEEP_COLUMNS)
+
+
+def check_failed(df, what: str = "point") -> None:
+    """ExperimentError (exit 1) saying how many rows of ``df`` failed, and which; nothing when
+    none did (a skipped row, such as a peer that cannot run here, is not a failure). Sweep, compare and bench end with it, after
+    their table is printed: their exit code tells whether everything ran."""
+    if df is None or df.empty:
+        return
+    bad = df[df["status"] == "failed"].to_dict("records")
+    if not bad:
+        return
+    which = ", ".join(f"{r['variant']} B={r['batch']}" for r in bad[:6])
+    more = f", and {len(bad) - 6} more" if len(bad) > 6 else ""
+    raise ExperimentError(f"{len(bad)} of {len(df)} {what}(s) failed: {which}{more} "
+                          f"(see the table)")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ... import names
-from ...engine.build import run_make
+from ...engine.build import make_cause, run_make
 from ...engine.runner import run_captured, tail
 from ...errors import BuildError, ExperimentError
 from .rows import base_row, failed_row
@@ -84,9 +84,9 @@ def build(trees: Trees, cc: int, log: Log) -> Path:
     log(f"building gpt2_optim: {' '.join(cmd)} (in {trees.gpt2optim})")
     rc, output = run_make(cmd, trees.gpt2optim, quiet=True)
     if rc != 0:
-        hint = build_hint(output)
-        raise BuildError(f"gpt2_optim's make failed (exit code {rc})"
-                         + (f": {hint}" if hint else "") + f"\n{tail(output, 12)}")
+        cause = build_hint(output) or make_cause(output)
+        raise BuildError(f"gpt2_optim's make failed (exit code {rc}): {cause}\n{tail(output, 12)}",
+                         cause=f"gpt2_optim's make failed: {cause}")
     if not trees.program.is_file():
         raise BuildError(f"gpt2_optim's make succeeded but {trees.program} is missing\n"
                          f"{tail(output, 12)}")

@@ -74,11 +74,6 @@ class BenchResult:
     paths: Dict[str, Path]
     plot_note: Optional[str] = None
 
-    @property
-    def failed(self) -> List[str]:
-        bad = self.df[self.df["status"] == "failed"]
-        return [f"{r['variant']} B={r['batch']}" for r in bad.to_dict("records")]
-
 
 def parse_variants(text: str) -> List[str]:
     """Comma-separated engine variants, in the given order; ValueError for unknown ones."""
@@ -248,7 +243,7 @@ class Bench:
             program = gpt2optim.build(self.trees, self.cc, self.log)
         except BuildError as e:
             self.log(str(e))
-            return gpt2optim.failed_rows(points, str(e).splitlines()[0], self.record)
+            return gpt2optim.failed_rows(points, e.cause, self.record)
         ckpt = (self.checkpoint if names.precision_dtype(self.opts.precision) == "bf16" or
                 self.opts.checkpoint else models.resolve_model(self.opts.model, gpt2optim.PRECISION))
         gpt2optim.run_rows(program, ckpt, tokenizer, points, self.opts.warmup, self.opts.repeat,

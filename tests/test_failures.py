@@ -1,0 +1,111 @@
+"""The driver under bad input and failure (issue 15): exit codes that tell the truth, one line per
+mistake and no traceback, one pre-flight check for every command. CPU only: stand-in executables
+(conftest's fake_engine) where a GPU would be needed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from gpt2driver.cli import cli
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def error_lines(output: str):
+    return [line for line in output.splitlines() if line.startswith("Error:")]
+
+
+def one_error(res, code: int, *needles: str) -> str:
+    """The run exited ``code`` with exactly one ``Error:`` line (no traceback) holding each needle."""
+    assert res.exit_code == code, res.output
+    assert "Traceback" not in res.output, res.output
+    lines = error_lines(res.output)
+    assert len(lines) == 1, res.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+# -- 1. a sweep with failed points exits non-zero -------------------------------------------------
+
+
+def test_sweep_with_failed_points_exits_1_and_says_how_many(runner, fake_engine, tmp_path, monkeypatch):
+    cfg = tmp_path / "mini.yaml"
+    cfg.write_text("name: mini\nvariants: [naive, optimized]\nbatch: [1, 2]\ngen: [4]\nrepeat: 1\n")
+    monkeypatch.setenv("FAKE_FAIL", "optimized:2")
+    res = runner.invoke(cli, ["sweep", "--config", str(cfg), "--out", str(tmp_path / "r")])
+    one_error(res, 1, "1 of 4 point(s) failed", "optimized B=2")
+    assert len(fake_engine.calls()) == 4  # the rest ran
+    assert "| naive" in res.output  # the table is printed first
+
+
+# -- 2, 3. a failed build says why: the Makefile's reason, once -----------------------------------
+
+NO_NVCC_MAKE = ("Makefile:69: *** nvcc not found: not in CUDA_HOME=/x/bin nor on PATH: install the "
+                "CUDA toolkit, or set CUDA_HOME to it (or NVCC to the compiler).  Stop.")
+COMPILE_FAIL = """nvcc -O3 -c csrc/apps/naive.cu -o build/x/naive.cu.o
+csrc/apps/naive.cu(12): error: identifier "foo" is undefined
+make[1]: *** [Makefile:81: build/x/naive.cu.o] Error 1
+make[1]: *** Waiting for unfinished jobs....
+make: *** [Makefile:76: all] Error 2"""
+
+
+def test_make_cause_is_the_makefiles_reason_or_the_compilers_error():
+    from gpt2driver.engine.build import make_cause
+
+    assert make_cause(NO_NVCC_MAKE).startswith("nvcc not found: not in CUDA_HOME=/x/bin")
+    assert make_cause(COMPILE_FAIL) == 'csrc/apps/naive.cu(12): error: identifier "foo" is undefined'
+
+
+def fake_make(monkeypatch, output: str, rc: int = 2):
+    from gpt2driver.engine import build as build_mod
+
+    monkeypatch.setattr(build_mod, "run_make", lambda cmd, cwd, quiet=True, keep=40: (rc, output))
+    monkeypatch.setattr(build_mod.shutil, "which", lambda name: f"/usr/bin/{name}")
+
+
+def test_sweep_row_jsonl_and_stderr_carry_makes_reason(runner, monkeypatch, tmp_path):
+    from gpt2driver.engine import build as build_mod
+    from gpt2driver.experiments.store import read_jsonl
+
+    fake_make(monkeypatch, NO_NVCC_MAKE)
+    cfg = tmp_path / "mini.yaml"
+    cfg.write_text("name: mini\nvariants: [naive]\nbatch: [1]\ngen: [4]\nrepeat: 1\n")
+    monkeypatch.setattr(build_mod, "detect_cc", lambda: (90, ""))
+    res = runner.invoke(cli, ["sweep", "--config", str(cfg), "--out", str(tmp_path / "r"),
+                              "--cc", "75"])
+    assert res.exit_code == 1
+    rows = read_jsonl(tmp_path / "r" / "results.jsonl")
+    assert rows[0]["error"].startswith("build failed: nvcc not found")
+    assert "FAILED: build failed: nvcc not found" in res.output  # the progress line on stderr
+    assert "nvcc not found" in res.output.split("| naive")[1]  # the table's status cell
+
+
+def test_build_error_says_the_cause_once(runner, monkeypatch):
+    fake_make(monkeypatch, NO_NVCC_MAKE)
+    res = runner.invoke(cli, ["build", "--cc", "75"])
+    one_error(res, 1, "make failed (exit code 2): nvcc not found")
+    assert res.output.count("nvcc not found") == 1, res.output
+
+
+def test_makefile_names_a_missing_nvcc_in_one_line(tmp_path):
+    import subprocess
+
+    from buildutil import REPO_ROOT, wheel_cublas
+
+    cublas = wheel_cublas()
+    extra = [f"CUBLAS_HOME={cublas}"] if cublas else []
+    proc = subprocess.run(["make", "--no-print-directory", "GPU_COMPUTE_CAPABILITY=75",
+                           "CUDA_HOME=/nonexistent", "NVCC=/nonexistent/bin/nvcc", f"BUILD_ROOT={tmp_path}", *extra, "all"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, lines
+    assert "nvcc not found" in lines[0]
+
