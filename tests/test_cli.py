@@ -228,7 +228,7 @@ def test_profile_config_and_installed_tool(runner, fake_engine, monkeypatch, tmp
 
 def test_checkpoint_commands(runner, tmp_path):
     out = tmp_path / "tiny.bin"
-    res = runner.invoke(cli, ["checkpoint", "random", "--layers", "1", "--heads", "2", "--channels", "8",
+    res = runner.invoke(cli, ["checkpoint", "random", "--layers", "1", "--heads", "1", "--channels", "32",
                               "--max-seq-len", "32", "--dtype", "fp32", str(out)])
     assert res.exit_code == 0, res.output
     assert out.exists() and "num_layers" in res.output

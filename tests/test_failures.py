@@ -109,3 +109,47 @@ def test_makefile_names_a_missing_nvcc_in_one_line(tmp_path):
     assert proc.returncode == 2 and len(lines) == 1, lines
     assert "nvcc not found" in lines[0]
 
+
+# -- 10, 15. checkpoint random: only shapes the engine runs, never over a file silently ------------
+
+
+def test_checkpoint_random_refuses_a_shape_the_engine_cannot_run(runner, tmp_path):
+    out = tmp_path / "m.bin"
+    res = runner.invoke(cli, ["checkpoint", "random", "--layers", "1", "--heads", "2",
+                              "--channels", "32", "--max-seq-len", "8", str(out)])
+    one_error(res, 2, "the engine cannot run this shape: head size 16 (channels 32 / num_heads 2)")
+    assert not out.exists()
+
+
+def test_checkpoint_info_says_whether_the_engine_runs_it(runner, tmp_path):
+    from gpt2driver.files import checkpoint as ck
+
+    odd = ck.make_random_checkpoint(tmp_path / "odd.bin", ck.ModelConfig.custom(1, 2, 32, 8, 100))
+    res = runner.invoke(cli, ["checkpoint", "info", str(odd)])
+    assert res.exit_code == 0, res.output
+    assert "engine             head size 16 (channels 32 / num_heads 2) is not one the engine runs" \
+        in res.output
+    good = ck.make_random_checkpoint(tmp_path / "good.bin", ck.ModelConfig.custom(1, 1, 32, 8, 100))
+    res = runner.invoke(cli, ["checkpoint", "info", "-o", "json", str(good)])
+    assert res.exit_code == 0 and json.loads(res.output)["engine"] == "runs it"
+
+
+def test_checkpoint_random_and_convert_need_force_to_replace(runner, tmp_path):
+    out = tmp_path / "m.bin"
+    out.write_bytes(b"mine")
+    args = ["checkpoint", "random", "--layers", "1", "--heads", "1", "--channels", "32",
+            "--max-seq-len", "8", str(out)]
+    one_error(runner.invoke(cli, args), 2, f"{out} exists: give --force to replace it")
+    assert out.read_bytes() == b"mine"
+    res = runner.invoke(cli, args + ["--force"])
+    assert res.exit_code == 0 and out.stat().st_size > 4
+    one_error(runner.invoke(cli, ["checkpoint", "convert", str(tmp_path), str(out)]), 2,
+              "exists: give --force")
+
+
+def test_checkpoint_dtype_defaults_agree(runner):
+    from gpt2driver.cli.files import checkpoint_convert, checkpoint_random
+
+    dtype = {c.name: [p.default for p in c.params if p.name == "dtype"][0]
+             for c in (checkpoint_random, checkpoint_convert)}
+    assert dtype == {"random": "bf16", "convert": "bf16"}

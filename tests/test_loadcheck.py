@@ -359,3 +359,100 @@ def test_bad_load_type(loadcheck, tmp_path):
     ckpt = write_ckpt(tmp_path / "m.bin")
     r = lc(loadcheck, "-e", ckpt, "--load", "fp8", expect=None)
     bu.assert_error_output(r, 2, "--load", "fp8")
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 15: non-regular files at once; one set of header limits (docs/protocol.md) in both readers
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+@pytest.mark.parametrize("flag", ["--checkpoint", "--tokenizer"])
+def test_non_regular_file_is_one_line_exit_3_at_once(loadcheck, tmp_path, kind, flag):
+    import os
+
+    path = tmp_path / "thing"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    run = bu.run_exe(loadcheck, flag, path, timeout=10, expect=None)  # a FIFO used to block here
+    what = "checkpoint" if flag == "--checkpoint" else "tokenizer"
+    assert_fail = bu.assert_error_output(run, 3, f"{what} '{path}' is not a regular file",
+                                         "FIFO" if kind == "fifo" else "directory")
+    assert assert_fail
+    with pytest.raises(ck.CheckpointError, match="not a regular file"):
+        ck.read_header(path)
+
+
+def documented_limits():
+    """{field: (low, high)} of docs/protocol.md's "Checkpoint header limits" table, and the head
+    sizes the engine runs as written there."""
+    import re
+
+    text = (bu.REPO_ROOT / "docs" / "protocol.md").read_text()
+    section = text.split("## Checkpoint header limits", 1)[1].split("\n## ", 1)[0]
+    limits = {}
+    for m in re.finditer(r"^\| `(\w+)` \| (`?\w+`?)\.\.(\d+)", section, re.M):
+        low = m.group(2).strip("`")
+        limits[m.group(1)] = (int(low) if low.isdigit() else low, int(m.group(3)))
+    sizes = re.search(r"head size, `channels / num_heads`, is one of: ([\d, ]+)\.", section)
+    return limits, tuple(int(x) for x in sizes.group(1).split(","))
+
+
+def test_documented_limits_are_the_python_readers():
+    limits, sizes = documented_limits()
+    assert set(limits) == set(ck.HEADER_LIMITS)
+    assert {k: hi for k, (lo, hi) in limits.items()} == ck.HEADER_LIMITS
+    assert sizes == ck.ENGINE_HEAD_SIZES
+
+
+# A header that passes every check but the file's size: each field at a limit keeps it so.
+EDGE_BASE = dict(max_seq_len=16, vocab_size=100, num_layers=1, num_heads=1, channels=32,
+                 padded_vocab_size=128)
+HEADER_FIELDS = list(EDGE_BASE)
+
+
+def edge_header(field, value):
+    f = dict(EDGE_BASE, **{field: value})
+    if field == "num_heads":
+        f["channels"] = value * 32 if value * 32 <= ck.MAX_CHANNELS else value
+    if field == "vocab_size":
+        f["padded_vocab_size"] = max(value, f["padded_vocab_size"])
+    return [ck.MAGIC, 3] + [f[k] for k in HEADER_FIELDS]
+
+
+@pytest.mark.parametrize("field", HEADER_FIELDS)
+def test_both_readers_take_the_documented_limit_and_refuse_one_more(loadcheck, tmp_path, field):
+    limits, _ = documented_limits()
+    high = limits[field][1]
+    at = bu.raw_header_file(tmp_path / "at.bin", edge_header(field, high))
+    over = bu.raw_header_file(tmp_path / "over.bin", edge_header(field, high + 1))
+    # at the limit: both readers get past the field checks (and stop at the file's size)
+    msg = bu.assert_error_output(lc(loadcheck, "--checkpoint", at, expect=3), 3)
+    assert "out of range" not in msg and "bytes" in msg
+    with pytest.raises(ck.CheckpointError, match="size mismatch"):
+        ck.read_header(at)
+    # one more: both refuse the field, naming it and the limit
+    msg = bu.assert_error_output(lc(loadcheck, "--checkpoint", over, expect=3), 3, field,
+                                 f"1..{high}")
+    with pytest.raises(ck.CheckpointError, match=rf"{field} must be in 1\.\.{high}"):
+        ck.read_header(over)
+
+
+@pytest.mark.parametrize("heads, channels", [(1, 16), (2, 32), (1, 32), (12, 768), (5, 640),
+                                             (25, 1600), (3, 96)])
+def test_both_readers_say_whether_the_engine_runs_the_head_size(loadcheck, tmp_path, heads,
+                                                                 channels):
+    cfg = ModelConfig.custom(layers=1, heads=heads, channels=channels, max_seq_len=4,
+                             vocab_size=100)
+    path = ck.make_random_checkpoint(tmp_path / "m.bin", cfg, dtype="bf16")
+    rec = lc(loadcheck, "--checkpoint", path).one("checkpoint")
+    runs = channels // heads in (32, 64, 128)
+    assert rec["runnable"] == str(int(runs))
+    assert (cfg.engine_problem() is None) == runs
+    info = ck.checkpoint_info(path)
+    assert info["ok"] and info["runnable"] == runs
+    if not runs:
+        assert rec["engine"] == cfg.engine_problem() == info["engine"]
+        assert f"head size {channels // heads}" in rec["engine"]

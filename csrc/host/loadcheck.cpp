@@ -1,5 +1,6 @@
 // loadcheck: the checkpoint and tokenizer loaders on the host alone (no GPU), for tests and for users who
-// want to know whether a file will load. Prints `checkpoint`, `load` and `tokenizer` result lines.
+// want to know whether a file will load. Prints `checkpoint`, `load` and `tokenizer` result lines; the
+// `checkpoint` line says whether the engine runs the model's shape (`runnable`, `engine`: why not).
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -51,6 +52,8 @@ int main(int argc, char** argv) {
             .num("Vp", c.padded_vocab)
             .num("params", (int64_t)param_total(c))
             .num("file_bytes", (int64_t)h.file_bytes)
+            .num("runnable", engine_shape_problem(c).empty() ? 1 : 0)
+            .str("engine", engine_shape_problem(c).empty() ? "runs it" : engine_shape_problem(c))
             .emit();
         if (!load.empty()) {
             DType t = load == "fp32" ? DType::F32 : load == "fp16" ? DType::F16 : load == "bf16" ? DType::BF16 : DType::F32;
@@ -82,6 +85,7 @@ int main(int argc, char** argv) {
         }
     }
     if (!tok.empty()) {
+        require_regular_file(tok, "tokenizer");  // before the loader opens it: a FIFO would block there
         Tokenizer t = load_tokenizer(tok);
         if (vocab > 0 && (int)t.tokens.size() != vocab)
             GD_FAIL(EXIT_INPUT, "tokenizer '%s' has %zu tokens but the checkpoint's vocab_size is %d", tok.c_str(),

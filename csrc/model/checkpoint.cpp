@@ -6,6 +6,8 @@
 #include <cstring>
 #include <memory>
 
+#include <sys/stat.h>
+
 #include "../common/check.h"
 
 namespace gd {
@@ -83,6 +85,28 @@ uint16_t f32_to_f16(float f) {
     return sign | (uint16_t)h;
 }
 
+void require_regular_file(const std::string& path, const char* what) {
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0)
+        GD_FAIL(EXIT_INPUT, "cannot open %s '%s': %s", what, path.c_str(), strerror(errno));
+    if (!S_ISREG(st.st_mode)) {
+        const char* kind = S_ISDIR(st.st_mode)    ? "a directory"
+                           : S_ISFIFO(st.st_mode) ? "a FIFO"
+                           : S_ISSOCK(st.st_mode) ? "a socket"
+                           : (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) ? "a device"
+                                                                          : "not a file";
+        GD_FAIL(EXIT_INPUT, "%s '%s' is not a regular file (%s)", what, path.c_str(), kind);
+    }
+}
+
+std::string engine_shape_problem(const ModelConfig& c) {
+    int hs = c.num_heads > 0 ? c.channels / c.num_heads : 0;
+    for (int ok : kEngineHeadSizes)
+        if (hs == ok) return "";
+    return strfmt("head size %d (channels %d / num_heads %d) is not one the engine runs (32, 64 or 128)", hs,
+                  c.channels, c.num_heads);
+}
+
 namespace {
 
 struct FileCloser {
@@ -91,6 +115,7 @@ struct FileCloser {
 using FilePtr = std::unique_ptr<FILE, FileCloser>;
 
 FilePtr open_or_fail(const std::string& path, const char* what) {
+    require_regular_file(path, what);
     FILE* f = fopen(path.c_str(), "rb");
     if (!f) GD_FAIL(EXIT_INPUT, "cannot open %s '%s': %s", what, path.c_str(), strerror(errno));
     return FilePtr(f);
@@ -129,7 +154,7 @@ CheckpointHeader read_checkpoint_header(const std::string& path) {
     c.padded_vocab = hdr[7];
     const int fields[6] = {c.max_seq_len, c.vocab_size, c.num_layers, c.num_heads, c.channels, c.padded_vocab};
     const char* names[6] = {"max_seq_len", "vocab_size", "num_layers", "num_heads", "channels", "padded_vocab_size"};
-    const int limits[6] = {1 << 20, 1 << 24, 4096, 4096, 1 << 16, 1 << 24};
+    const int limits[6] = {kMaxSeqLen, kMaxVocab, kMaxLayers, kMaxHeads, kMaxChannels, kMaxVocab};
     for (int i = 0; i < 6; i++)
         if (fields[i] <= 0 || fields[i] > limits[i])
             GD_FAIL(EXIT_INPUT, "checkpoint '%s': header field %s = %d is out of range (1..%d)", path.c_str(), names[i],

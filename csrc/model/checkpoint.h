@@ -30,6 +30,22 @@ void param_counts(const ModelConfig& c, size_t counts[kNumParamTensors]);
 size_t param_total(const ModelConfig& c);
 extern const char* const kParamNames[kNumParamTensors];
 
+// The header's limits (docs/protocol.md, "Checkpoint header limits"; gpt2driver/files/checkpoint.py
+// holds the same): a field outside them makes the file unreadable. The head sizes the engine runs.
+constexpr int kMaxSeqLen = 1 << 20;
+constexpr int kMaxVocab = 1 << 24;
+constexpr int kMaxLayers = 4096;
+constexpr int kMaxHeads = 4096;
+constexpr int kMaxChannels = 1 << 16;
+constexpr int kEngineHeadSizes[3] = {32, 64, 128};
+
+// Why the engine cannot run a model of this (readable) shape, or "" when it can.
+std::string engine_shape_problem(const ModelConfig& c);
+
+// fail(EXIT_INPUT, ...) unless `path` names a regular file (a directory, a FIFO or a device gets one line at
+// once, before anything opens it). `what`: "checkpoint", "tokenizer".
+void require_regular_file(const std::string& path, const char* what);
+
 struct CheckpointHeader {
     ModelConfig cfg;
     int version = 0;           // 3 = fp32 tensors, 5 = bf16 tensors

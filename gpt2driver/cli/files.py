@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -11,6 +12,7 @@ from ..files.checkpoint import ModelConfig, checkpoint_info, make_random_checkpo
 from ..files.convert import convert_hf
 from ..files.tokenizer import export_tiktoken
 from ..names import DEFAULT_MODEL, MODEL_SIZES
+from .options import text_or_json
 
 
 @click.group()
@@ -26,6 +28,22 @@ def _print_info(path) -> dict:
     return info
 
 
+def dtype_option(f):
+    return click.option("--dtype", type=click.Choice(["bf16", "fp32"]), default="bf16",
+                        show_default=True,
+                        help="Stored tensor type: bf16 (version 5, what BF16 and FP16 builds read) "
+                             "or fp32 (version 3, what FP32 builds read).")(f)
+
+
+def force_option(f):
+    return click.option("--force", is_flag=True, help="Replace OUT if it exists.")(f)
+
+
+def refuse_existing(out, force: bool) -> None:
+    if os.path.lexists(out) and not force:
+        raise click.UsageError(f"{out} exists: give --force to replace it")
+
+
 @checkpoint.command("random")
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--model", type=click.Choice(list(MODEL_SIZES)),
@@ -35,11 +53,12 @@ def _print_info(path) -> dict:
 @click.option("--channels", type=click.IntRange(min=1), help="Custom shape: channels.")
 @click.option("--max-seq-len", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Custom shape: context length.")
-@click.option("--dtype", type=click.Choice(["bf16", "fp32"]), default="bf16", show_default=True,
-              help="Stored tensor type (version 5 = bf16, 3 = fp32).")
+@dtype_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-def checkpoint_random(out, model, layers, heads, channels, max_seq_len, dtype, seed):
-    """Write a checkpoint with random GPT-2-like weights to OUT."""
+@force_option
+def checkpoint_random(out, model, layers, heads, channels, max_seq_len, dtype, seed, force):
+    """Write a checkpoint with random GPT-2-like weights to OUT (a shape the engine runs: head
+    size channels / heads of 32, 64 or 128)."""
     custom = [layers, heads, channels]
     if model and any(v is not None for v in custom):
         raise click.UsageError("give --model or --layers/--heads/--channels, not both")
@@ -47,6 +66,9 @@ def checkpoint_random(out, model, layers, heads, channels, max_seq_len, dtype, s
         raise click.UsageError("a custom shape needs all of --layers, --heads and --channels")
     cfg = (ModelConfig.custom(layers, heads, channels, max_seq_len=max_seq_len)
            if layers is not None else ModelConfig.preset(model or DEFAULT_MODEL))
+    if cfg.engine_problem():
+        raise click.UsageError(f"the engine cannot run this shape: {cfg.engine_problem()}")
+    refuse_existing(out, force)
     make_random_checkpoint(out, cfg, dtype=dtype, seed=seed)
     _print_info(out)
 
@@ -54,20 +76,22 @@ def checkpoint_random(out, model, layers, heads, channels, max_seq_len, dtype, s
 @checkpoint.command("convert")
 @click.argument("src", type=click.Path(exists=True))
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="Stored tensor type.")
-def checkpoint_convert(src, out, dtype):
+@dtype_option
+@force_option
+def checkpoint_convert(src, out, dtype, force):
     """Convert Hugging Face GPT-2 weights (a directory with model.safetensors) to OUT."""
+    refuse_existing(out, force)
     convert_hf(src, out, dtype=dtype)
     _print_info(out)
 
 
 @checkpoint.command("info")
 @click.argument("file", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def checkpoint_info_cmd(file, as_json):
-    """Show a checkpoint's header and check its size; exits 1 if it is not valid."""
-    if as_json:
+@text_or_json
+def checkpoint_info_cmd(file, fmt, as_json):
+    """Show a checkpoint's header and check its size, and whether the engine runs its shape;
+    exits 1 if it is not valid."""
+    if as_json or fmt == "json":
         info = checkpoint_info(file)
         click.echo(json.dumps(info, indent=2))
     else:

@@ -33,6 +33,15 @@ def output_format(f):
                         help="Printed table: markdown, csv, json or jsonl.")(f)
 
 
+def text_or_json(f):
+    """-o / --output-format text|json: what is printed on stdout (as -o in every command that
+    prints a result); --json, kept for scripts, is -o json."""
+    f = click.option("--json", "as_json", is_flag=True, hidden=True, help="Same as -o json.")(f)
+    return click.option("-o", "--output-format", "fmt", type=click.Choice(["text", "json"]),
+                        default="text", show_default=True,
+                        help="Printed result: text, or json (the parsed result).")(f)
+
+
 def bin_dir_option(f):
     return click.option("--bin-dir", type=click.Path(exists=True, file_okay=False),
                         help="Run the executables in this directory (another build tree, e.g. "

@@ -9,7 +9,7 @@ import click
 from .. import names
 from ..engine.generate import generate
 from .options import (ablation, bin_dir_option, gpu_options, note, parse_id_list,
-                      sampling_args)
+                      sampling_args, text_or_json)
 
 
 @click.command()
@@ -34,11 +34,11 @@ from .options import (ablation, bin_dir_option, gpu_options, note, parse_id_list
               help="llm.c tokenizer file [default: $GPT2DRIVER_TOKENIZER, else tiktoken's gpt2].")
 @click.option("--ablate", default="none", show_default=True, metavar="NAME[+NAME]",
               help=f"optimized only: switches off ({', '.join(names.ABLATIONS)}, joined by +).")
-@click.option("--json", "as_json", is_flag=True, help="Print the parsed result as JSON.")
+@text_or_json
 @bin_dir_option
 @gpu_options
 def run(variant, prompt_text, prompt_ids, prompt_len, batch, gen, greedy, temperature, top_k,
-        top_p, seed, tokenizer, ablate, as_json, bin_dir, precision, cc, checkpoint, timeout):
+        top_p, seed, tokenizer, ablate, fmt, as_json, bin_dir, precision, cc, checkpoint, timeout):
     """Generate text with one variant and print it with the speed.
 
     Without --prompt, --prompt-ids or --prompt-len every row starts from the end-of-text token.
@@ -52,4 +52,4 @@ def run(variant, prompt_text, prompt_ids, prompt_len, batch, gen, greedy, temper
     out = generate(variant, prompt_text, ids, batch, gen, sampling, seed, tokenizer, precision,
                    cc, checkpoint, timeout, note, ablate=ablation(ablate), prompt_len=prompt_len,
                    bin_dir=bin_dir)
-    click.echo(json.dumps(out.to_dict(), indent=2) if as_json else out.report())
+    click.echo(json.dumps(out.to_dict(), indent=2) if as_json or fmt == "json" else out.report())

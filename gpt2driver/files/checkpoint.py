@@ -37,11 +37,16 @@ DTYPE_BY_VERSION = {v: k for k, v in VERSION_BY_DTYPE.items()}
 BYTES_PER_ELEM = {"fp32": 4, "bf16": 2}
 VOCAB_PAD_MULTIPLE = 128
 
-# Sanity limits for header fields (anything larger is treated as a corrupt file).
+# The header's limits (docs/protocol.md, "Checkpoint header limits"; csrc/model/checkpoint.h holds
+# the same): a field outside them makes the file unreadable. The head sizes the engine runs.
 MAX_SEQ_LEN = 1 << 20
 MAX_VOCAB = 1 << 24
 MAX_LAYERS = 1 << 12
+MAX_HEADS = 1 << 12
 MAX_CHANNELS = 1 << 16
+HEADER_LIMITS = {"max_seq_len": MAX_SEQ_LEN, "vocab_size": MAX_VOCAB, "num_layers": MAX_LAYERS,
+                 "num_heads": MAX_HEADS, "channels": MAX_CHANNELS, "padded_vocab_size": MAX_VOCAB}
+ENGINE_HEAD_SIZES = (32, 64, 128)
 
 # Elements converted/written per chunk, so large tensors are never duplicated whole.
 _CHUNK_ELEMS = 1 << 22
@@ -79,11 +84,7 @@ class ModelConfig:
 
     def problem(self) -> Optional[str]:
         """Return a one-line description of what is wrong with these fields, or None."""
-        limits = {
-            "max_seq_len": MAX_SEQ_LEN, "vocab_size": MAX_VOCAB, "num_layers": MAX_LAYERS,
-            "num_heads": MAX_CHANNELS, "channels": MAX_CHANNELS, "padded_vocab_size": MAX_VOCAB,
-        }
-        for name, limit in limits.items():
+        for name, limit in HEADER_LIMITS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 return f"{name} must be an integer, found {value!r}"
@@ -96,6 +97,14 @@ class ModelConfig:
             return (f"padded_vocab_size ({self.padded_vocab_size}) must be >= vocab_size "
                     f"({self.vocab_size})")
         return None
+
+    def engine_problem(self) -> Optional[str]:
+        """Why the engine cannot run a model of this shape (its head size), or None."""
+        if self.head_size in ENGINE_HEAD_SIZES:
+            return None
+        sizes = ", ".join(map(str, ENGINE_HEAD_SIZES[:-1])) + f" or {ENGINE_HEAD_SIZES[-1]}"
+        return (f"head size {self.head_size} (channels {self.channels} / num_heads "
+                f"{self.num_heads}) is not one the engine runs ({sizes})")
 
     @property
     def head_size(self) -> int:
@@ -309,7 +318,8 @@ def _raw_header(path: Path) -> Tuple[np.ndarray, int]:
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint file not found")
     if not path.is_file():
-        raise CheckpointError(f"{path}: not a regular file")
+        kind = "a directory" if path.is_dir() else "a FIFO" if path.is_fifo() else "not a file"
+        raise CheckpointError(f"{path}: not a regular file ({kind})")
     size = path.stat().st_size
     if size < HEADER_BYTES:
         raise CheckpointError(
@@ -380,7 +390,8 @@ def checkpoint_info(path: PathLike) -> Dict[str, object]:
     info: Dict[str, object] = {"path": str(path), "magic": None, "version": None, "dtype": None,
                                **{k: None for k in ModelConfig.__dataclass_fields__},
                                "num_parameters": None, "file_bytes": None,
-                               "expected_bytes": None, "ok": False, "error": None}
+                               "expected_bytes": None, "ok": False, "runnable": False,
+                               "engine": None, "error": None}
     try:
         header, size = _raw_header(path)
         info["file_bytes"] = size
@@ -392,6 +403,8 @@ def checkpoint_info(path: PathLike) -> Dict[str, object]:
         info["num_parameters"] = cfg.num_parameters
         info["expected_bytes"] = expected_file_bytes(cfg, DTYPE_BY_VERSION[version])
         info["ok"] = True
+        info["engine"] = cfg.engine_problem() or "runs it"
+        info["runnable"] = cfg.engine_problem() is None
     except CheckpointError as e:
         info["error"] = str(e)
         with contextlib.suppress(CheckpointError, TypeError):
