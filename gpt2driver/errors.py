@@ -47,6 +47,13 @@ class TokenizerError(BadInput):
     """A tokenizer file is missing or malformed, or no encoding could be obtained."""
 
 
+class RequestError(BadInput):
+    """A request that does not fit the model: prompt ids outside its vocabulary, a prompt and
+    length beyond its context. A bad command line, as for the executables (exit code 2)."""
+
+    exit_code = 2
+
+
 class ProtocolError(BadInput):
     """Output that does not follow docs/protocol.md."""
 

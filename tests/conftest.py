@@ -111,6 +111,19 @@ print(f"{P} done status=0")
 '''
 
 
+def stand_in_checkpoint(path: Path, cfg=None, dtype: str = "bf16") -> Path:
+    """A checkpoint the pre-flight check reads as a whole (GPT-2 124M's header, by default, and
+    the file's exact size) without its weights: the rest of the file is a hole, written in no
+    time. For the stand-in executables, which read nothing."""
+    from gpt2driver.files import checkpoint as ck
+
+    cfg = cfg or ck.PRESETS["gpt2"]
+    with open(path, "wb") as f:
+        f.write(ck.header_bytes(cfg, dtype))
+        f.truncate(ck.expected_file_bytes(cfg, dtype))
+    return path
+
+
 @pytest.fixture
 def fake_engine(tmp_path, monkeypatch):
     """Stand-in executables in place of make, a fake GPU (cc 90) and a fake default model.
@@ -126,8 +139,7 @@ def fake_engine(tmp_path, monkeypatch):
     bin_dir.mkdir(parents=True)
     for prog in PROGRAMS:
         write_script(bin_dir / prog, FAKE_ENGINE)
-    model = tmp_path / "model.bin"
-    model.write_bytes(b"fake")
+    model = stand_in_checkpoint(tmp_path / "model.bin")
     log = tmp_path / "calls.log"
     monkeypatch.setenv("FAKE_LOG", str(log))
     monkeypatch.delenv("FAKE_FAIL", raising=False)

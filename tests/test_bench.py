@@ -28,7 +28,7 @@ from gpt2driver.files import checkpoint as ck
 from gpt2driver.files import models
 from gpt2driver.tables import views
 
-TINY = ck.ModelConfig.custom(layers=2, heads=4, channels=32, max_seq_len=16, vocab_size=100)
+TINY = ck.ModelConfig.custom(layers=2, heads=1, channels=32, max_seq_len=16, vocab_size=100)
 
 
 def sharp_params(cfg=TINY, seed=3):
@@ -751,9 +751,12 @@ def test_bench_results_from_the_h100_recompute():
 
 
 def test_bench_model_size(runner, fake_engine, fake_hf, tmp_path, monkeypatch):
+    from conftest import stand_in_checkpoint
+
     asked = []
+    medium_file = stand_in_checkpoint(tmp_path / "medium.bin", ck.PRESETS["gpt2-medium"])
     monkeypatch.setattr(models, "resolve_model", lambda model, precision, checkpoint=None: (
-        asked.append((model, precision, checkpoint)), fake_engine.model)[1])
+        asked.append((model, precision, checkpoint)), medium_file)[1])
     out = tmp_path / "o"
     res = runner.invoke(cli, ["bench", "--model", "gpt2-medium", "-b", "1", "-n", "8", "--out", str(out)])
     assert res.exit_code == 0, res.output

@@ -27,6 +27,8 @@ def runner():
 class FakeEncoding:
     """Characters as token ids (enough to test the run command without tiktoken's download)."""
 
+    n_vocab = 50257
+
     def encode(self, text, allowed_special=()):
         return [ord(c) for c in text]
 

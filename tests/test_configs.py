@@ -101,7 +101,7 @@ def test_config_with_a_model_file(tmp_path):
     from gpt2driver.files.checkpoint import ModelConfig, make_random_checkpoint
 
     ck = tmp_path / "tiny.bin"
-    make_random_checkpoint(ck, ModelConfig.custom(1, 2, 8, max_seq_len=64, vocab_size=300), dtype="fp32")
+    make_random_checkpoint(ck, ModelConfig.custom(1, 1, 32, max_seq_len=64, vocab_size=300), dtype="fp32")
     cfg = parse_config({"checkpoint": str(ck), "gen": [32]})
     points = expand(cfg)
     assert points[0]["model"] == "tiny.bin" and points[0]["checkpoint"] == str(ck)

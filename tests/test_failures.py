@@ -153,3 +153,148 @@ def test_checkpoint_dtype_defaults_agree(runner):
     dtype = {c.name: [p.default for p in c.params if p.name == "dtype"][0]
              for c in (checkpoint_random, checkpoint_convert)}
     assert dtype == {"random": "bf16", "convert": "bf16"}
+
+
+# -- 5. one validated range for every timeout -----------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["run"], ["validate"], ["profile"], ["compare"], ["bench"]])
+@pytest.mark.parametrize("value", ["inf", "nan", "2147484", "0.5"])
+def test_timeout_out_of_range_is_a_usage_error(runner, fake_engine, command, value):
+    res = runner.invoke(cli, [*command, "--timeout", value])
+    one_error(res, 2, "Invalid value for '--timeout'", "must be 1 to 1e+06 seconds")
+    assert fake_engine.calls() == []
+
+
+def test_timeout_range_in_configs_and_the_runner(tmp_path):
+    from gpt2driver.engine.runner import run_captured
+    from gpt2driver.errors import BadInput, ConfigError
+    from gpt2driver.experiments.configs import parse_config
+
+    assert parse_config({"timeout_s": 1e6}).timeout_s == 1e6
+    for bad in (2147484, float("inf"), float("nan"), 0.5):
+        with pytest.raises(ConfigError, match="timeout_s: must be 1 to 1e"):
+            parse_config({"timeout_s": bad})
+    with pytest.raises(BadInput, match="timeout"):
+        run_captured(["true"], float("inf"))
+
+
+# -- 7, 8. one pre-flight check (the checkpoint's header, read once) for every command ------------
+
+
+@pytest.fixture
+def truncated(tmp_path):
+    from conftest import stand_in_checkpoint
+
+    path = stand_in_checkpoint(tmp_path / "truncated.bin")
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 100)
+    return path
+
+
+@pytest.mark.parametrize("command", [["run"], ["validate"], ["profile"], ["compare"],
+                                     ["bench", "--no-hf"]])
+def test_every_command_reads_the_checkpoint_before_running(runner, fake_engine, truncated,
+                                                           command, tmp_path):
+    res = runner.invoke(cli, [*command, "-e", str(truncated), "--cc", "90"])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "truncated.bin: size mismatch" in "\n".join(error_lines(res.output)), res.output
+    assert fake_engine.calls() == []
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "--prompt-ids", "7,50257"], "prompt token 50257 is outside the model's vocabulary 0..50256"),
+    (["run", "-n", "1024"], "prompt (1 tokens) + gen 1024 = 1025 exceeds the model's max_seq_len 1024"),
+    (["run", "--prompt-len", "1000", "-n", "25"], "= 1025 exceeds"),
+    (["validate", "-n", "2000"], "exceeds the model's max_seq_len 1024"),
+    (["profile", "--steps", "1020"], "exceeds the model's max_seq_len 1024"),
+    (["profile", "--tool", "trace", "--steps", "600"], "exceeds the model's max_seq_len 1024"),
+])
+def test_requests_that_do_not_fit_the_model_stop_before_the_executable(runner, fake_engine, args,
+                                                                       needle):
+    res = runner.invoke(cli, args)
+    one_error(res, 2, needle)
+    assert fake_engine.calls() == []
+
+
+def test_a_shape_the_engine_cannot_run_stops_every_command(runner, fake_engine, tmp_path):
+    from conftest import stand_in_checkpoint
+    from gpt2driver.files.checkpoint import ModelConfig
+
+    odd = stand_in_checkpoint(tmp_path / "odd.bin", ModelConfig.custom(2, 4, 32, 64, 100))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: c\ncheckpoint: {odd}\nvariants: [naive]\ngen: [4]\n")
+    for args in (["run", "-e", str(odd)], ["profile", "-e", str(odd)],
+                 ["compare", "-e", str(odd)], ["sweep", "--config", str(cfg), "--out",
+                                               str(tmp_path / "r")]):
+        res = runner.invoke(cli, args)
+        one_error(res, 1, "head size 8 (channels 32 / num_heads 4) is not one the engine runs")
+    assert fake_engine.calls() == []
+
+
+def small_tokenizer(path, vocab: int):
+    """A byte-level llm.c tokenizer of ``vocab`` tokens (every byte, then pairs); EOT last."""
+    from gpt2driver.files.tokenizer import write_tokenizer
+
+    tokens = [bytes([b]) for b in range(256)]
+    tokens += [bytes([1 + i // 256, i % 256]) for i in range(vocab - 257)] + [b"<eot>"]
+    return write_tokenizer(path, tokens, eot_id=vocab - 1)
+
+
+def test_run_checks_the_tokenizer_against_the_model_and_passes_it(runner, fake_engine, tmp_path):
+    small = small_tokenizer(tmp_path / "tok1000.bin", 1000)
+    res = runner.invoke(cli, ["run", "--prompt", "hi", "--tokenizer", str(small)])
+    one_error(res, 1, f"tokenizer {small} has 1000 tokens but the model's vocab_size is 50257")
+    assert fake_engine.calls() == []
+    full = small_tokenizer(tmp_path / "tok.bin", 50257)
+    res = runner.invoke(cli, ["run", "--prompt", "hi", "--tokenizer", str(full), "-n", "3"])
+    assert res.exit_code == 0, res.output
+    call = fake_engine.calls()[0].split()
+    assert call[call.index("-tk") + 1] == str(full)
+
+
+# -- 11. duplicate points run once ----------------------------------------------------------------
+
+
+def test_duplicate_values_make_one_point(runner, fake_engine, tmp_path):
+    cfg = tmp_path / "dup.yaml"
+    cfg.write_text("name: dup\nvariants: [naive, naive]\nbatch: [1, 1]\ngen: [4]\nrepeat: 1\n")
+    res = runner.invoke(cli, ["sweep", "--config", str(cfg), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert len(fake_engine.calls()) == 1
+    res = runner.invoke(cli, ["bench", "-b", "2", "-b", "2", "--variants", "naive", "-n", "4",
+                              "--no-hf", "--copy-gbps", "1000", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert len(fake_engine.calls()) == 2
+
+
+# -- 12. offline tokenizer: one short line each ---------------------------------------------------
+
+
+def offline(monkeypatch):
+    import tiktoken
+
+    def fail(name):
+        raise ConnectionError("HTTPSConnectionPool(host='openaipublic.blob.core.windows.net', "
+                              "port=443): Max retries exceeded with url: /gpt-2/encodings/main/"
+                              "vocab.bpe (Caused by NameResolutionError(...)) " * 3)
+
+    monkeypatch.setattr(tiktoken, "get_encoding", fail)
+    monkeypatch.delenv("GPT2DRIVER_TOKENIZER", raising=False)
+
+
+def test_tokenizer_export_offline_is_one_short_line(runner, monkeypatch, tmp_path):
+    offline(monkeypatch)
+    line = one_error(runner.invoke(cli, ["tokenizer", "export", str(tmp_path / "t.bin")]), 1,
+                     "cannot load tiktoken's gpt2 encoding", "export it where the network is")
+    assert len(line) < 160 and "--tokenizer" not in line
+
+
+def test_run_without_a_tokenizer_notes_it_in_one_short_line(runner, fake_engine, monkeypatch):
+    offline(monkeypatch)
+    res = runner.invoke(cli, ["run", "--prompt-ids", "1", "-n", "2"])
+    assert res.exit_code == 0, res.output
+    notes = [l for l in res.output.splitlines() if l.startswith("note: no tokenizer")]
+    assert len(notes) == 1 and len(notes[0]) < 160, notes
+    line = one_error(runner.invoke(cli, ["run", "--prompt", "hi"]), 1, "--tokenizer FILE")
+    assert len(line) < 160

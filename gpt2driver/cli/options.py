@@ -7,16 +7,33 @@ from typing import List
 import click
 
 from .. import names
+from ..engine import preflight
 from ..errors import BadInput
 from ..tables.printers import FORMATS
 
 PRECISION = click.Choice([p.lower() for p in names.PRECISIONS], case_sensitive=False)
 
 
+class Timeout(click.ParamType):
+    """Seconds, in the one range of preflight.check_timeout (no inf, no nan)."""
+
+    name = "seconds"
+
+    def convert(self, value, param, ctx):
+        try:
+            return preflight.check_timeout(value)
+        except BadInput as e:
+            self.fail(str(e).removeprefix("timeout: "), param, ctx)
+
+
+TIMEOUT = Timeout()
+
+
 def gpu_options(f):
     """--precision, --cc, --checkpoint and --timeout, shared by the commands that run a GPU."""
-    f = click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
-                     help="Seconds before a run is killed.")(f)
+    f = click.option("--timeout", type=TIMEOUT, default=600, show_default=True,
+                     help=f"Seconds before a run of an executable is killed "
+                          f"({preflight.TIMEOUT_MIN_S:g} to {preflight.TIMEOUT_MAX_S:g}).")(f)
     f = click.option("--checkpoint", "-e", type=click.Path(exists=True, dir_okay=False),
                      help="llm.c checkpoint [default: random GPT-2 124M, generated on first use].")(f)
     f = click.option("--cc", type=click.IntRange(min=10), default=None,

@@ -61,14 +61,31 @@ class Generation:
 
 
 def encoding_for(tokenizer: Optional[str], needed: bool, note: Note):
-    """The tokenizer's encoding; None (with a note) when there is none and text is not needed."""
+    """The tokenizer's encoding; None (with a one-line note) when there is none and text is not
+    needed."""
     try:
         return tokenizer_files.get_encoding(tokenizer)
     except TokenizerError as e:
         if needed:
-            raise
-        note(f"note: no tokenizer ({e}); printing token ids")
+            raise TokenizerError(f"{e}; give --tokenizer FILE (or ${tokenizer_files.ENV_TOKENIZER})"
+                                 ) from None
+        note(f"note: no tokenizer: {e}; printing token ids (--tokenizer FILE for text)")
         return None
+
+
+def fitting_encoding(enc, cfg, tokenizer_file: Optional[Path], note: Note):
+    """``enc`` when its vocabulary is the model's; a tokenizer file that is not: TokenizerError
+    (pre-flight); tiktoken's default encoding that is not: None, with a note (ids are printed)."""
+    if enc is None:
+        return None
+    if tokenizer_file is not None:
+        preflight.check_tokenizer(cfg, enc.n_vocab, f"tokenizer {tokenizer_file}")
+        return enc
+    if enc.n_vocab != cfg.vocab_size:
+        note(f"note: tiktoken's gpt2 encoding ({enc.n_vocab} tokens) is not this model's "
+             f"vocabulary ({cfg.vocab_size}): printing token ids")
+        return None
+    return enc
 
 
 def generate(variant: str, prompt_text: Optional[str], prompt_ids: Optional[Sequence[int]],
@@ -78,15 +95,22 @@ def generate(variant: str, prompt_text: Optional[str], prompt_ids: Optional[Sequ
              ablate: str = names.ALL_ON, prompt_len: Optional[int] = None,
              bin_dir: Optional[str] = None) -> Generation:
     """Generate with one variant; the texts decoded (token ids without a tokenizer)."""
-    enc = encoding_for(tokenizer, prompt_text is not None, note)
+    ckpt = models.checkpoint_or_default(checkpoint, precision)
+    cfg = preflight.check_model(ckpt, preflight.Request(batch, gen, prompt_len=prompt_len))
+    tk_file = tokenizer_files.tokenizer_file(tokenizer)
+    enc = fitting_encoding(encoding_for(tokenizer, prompt_text is not None, note), cfg, tk_file,
+                           note)
     ids = list(prompt_ids) if prompt_ids is not None else None
     if prompt_text is not None:
+        if enc is None:
+            raise TokenizerError("tiktoken's gpt2 encoding is not this model's vocabulary: give "
+                                 "its tokenizer (--tokenizer FILE) for --prompt, or --prompt-ids")
         ids = enc.encode(prompt_text, allowed_special="all")
         if not ids:
             raise TokenizerError("the prompt is empty (--prompt)")
+    preflight.check_tokens(cfg, preflight.Request(batch, gen, ids, prompt_len))
     bins = executables(cc, precision, note, bin_dir)
-    ckpt = models.checkpoint_or_default(checkpoint, precision)
-    args = engine_args(ckpt, batch=batch, gen=gen, seed=seed, prompt_ids=ids,
+    args = engine_args(ckpt, tokenizer=tk_file, batch=batch, gen=gen, seed=seed, prompt_ids=ids,
                        prompt_len=prompt_len, quiet=True, ablate=ablate, **sampling)
     res = run_program(bins / variant, args, timeout)
     texts = {row: (enc.decode(p + g) if enc else " ".join(map(str, p + g)))
@@ -99,8 +123,9 @@ def validate(batch: int, gen: int, prompt_len: Optional[int], variants: str,
              checkpoint: Optional[str], timeout: float, note: Note,
              ablate: str = names.ALL_ON, bin_dir: Optional[str] = None):
     """Run the validate executable (exit 0 PASS, 1 FAIL both accepted); its parsed result."""
-    bins = executables(cc, precision, note, bin_dir)
     ckpt = models.checkpoint_or_default(checkpoint, precision)
+    preflight.check_model(ckpt, preflight.Request(batch, gen, prompt_len=prompt_len))
+    bins = executables(cc, precision, note, bin_dir)
     args = engine_args(ckpt, batch=batch, gen=gen, prompt_len=prompt_len, quiet=True,
                        ablate=ablate)
     args += ["--variants", variants]

@@ -66,7 +66,8 @@ class Captured:
 def run_captured(argv: Sequence[str], timeout: float,
                  env: Optional[Mapping[str, str]] = None) -> Captured:
     """Run ``argv`` in its own process group (see :func:`communicate_group`); OSError when it
-    cannot start."""
+    cannot start, BadInput for a timeout out of range (preflight.check_timeout)."""
+    timeout = preflight.check_timeout(timeout)
     proc = spawn_group(argv, env)
     out, err, timed_out = communicate_group(proc, timeout)
     return Captured(proc.returncode, out, err, timed_out)

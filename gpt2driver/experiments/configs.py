@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional, Union
 import yaml
 
 from .. import names
+from ..engine import preflight
 from ..errors import BadInput, ConfigError
 from ..names import PRECISIONS, PROFILE_TOOLS, VARIANTS
 from ..paths import configs_dir
@@ -207,6 +208,15 @@ def _exclude(value: Any) -> List[Dict[str, List[Any]]]:
             for e in value]
 
 
+def _timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"timeout_s: expected a number of seconds, got {value!r}")
+    try:
+        return preflight.check_timeout(value)
+    except BadInput as e:
+        raise ConfigError(f"timeout_s: {str(e).removeprefix('timeout: ')}") from None
+
+
 def _copy_gbps(value: Any) -> Union[float, str]:
     if value == "measure":
         return value
@@ -243,7 +253,7 @@ def parse_config(data: Any, default_name: str = "sweep") -> SweepConfig:
     cfg.seed = _int("seed", data.get("seed", cfg.seed), 0)
     cfg.warmup = _int("warmup", data.get("warmup", cfg.warmup), 0)
     cfg.repeat = _int("repeat", data.get("repeat", cfg.repeat), 1)
-    cfg.timeout_s = _number("timeout_s", data.get("timeout_s", cfg.timeout_s), 0, 1e9, lo_open=True)
+    cfg.timeout_s = _timeout(data.get("timeout_s", cfg.timeout_s))
     if "ablate" in data:
         cfg.ablate = _ablate(data["ablate"])
     if data.get("exclude") is not None:

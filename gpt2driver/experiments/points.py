@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping
 
 from .. import names
-from ..errors import CheckpointError, ConfigError
+from ..engine import preflight
+from ..errors import CheckpointError, ConfigError, RequestError
 from ..files.checkpoint import ModelConfig, read_header
 from ..tables.rows import GROUP_FIELDS, POINT_FIELDS
 from .configs import SweepConfig
@@ -28,13 +29,22 @@ def point_id(point: Mapping[str, Any]) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def _max_seq_len(cfg: SweepConfig, model: str) -> int:
+def _shape(cfg: SweepConfig, model: str) -> ModelConfig:
+    """The model's shape (a checkpoint's header, read once), checked by the pre-flight check."""
+    what = "checkpoint" if cfg.checkpoint else "model"
     try:
-        if cfg.checkpoint:
-            return read_header(cfg.checkpoint)[0].max_seq_len
-        return ModelConfig.preset(model).max_seq_len
+        shape = read_header(cfg.checkpoint)[0] if cfg.checkpoint else ModelConfig.preset(model)
+        preflight.check_shape(shape, model)
     except CheckpointError as e:
-        raise ConfigError(f"{'checkpoint' if cfg.checkpoint else 'model'}: {e}") from None
+        raise ConfigError(f"{what}: {e}") from None
+    return shape
+
+
+def _check_point(shape: ModelConfig, model: str, prompt_len: int, gen: int) -> None:
+    try:
+        preflight.check_tokens(shape, preflight.Request(gen=gen, prompt_len=prompt_len))
+    except RequestError as e:
+        raise ConfigError(f"{e} ({model})") from None
 
 
 def excluded(point: Mapping[str, Any], rules: Iterable[Mapping[str, List[Any]]]) -> bool:
@@ -47,19 +57,20 @@ def expand(cfg: SweepConfig) -> List[Dict[str, Any]]:
     ablation). Only the variants that take the switches get ablated points; the others run once
     (all on). Points matching an ``exclude`` rule are left out.
 
-    Raises ConfigError when a point does not fit the model's context (prompt_len + gen > maxT).
+    A value given twice in an axis (``batch: [1, 1]``) makes one point: each id is run once.
+
+    Raises ConfigError when the engine does not run the model's shape, or a point does not fit
+    its context (prompt_len + gen > maxT): the pre-flight check of every point, before any runs.
     """
     s = cfg.sampling
     sampling = {"sampling": "greedy" if s["greedy"] else "sample",
                 "temperature": s.get("temperature"), "top_k": s.get("top_k"), "top_p": s.get("top_p")}
     models = [cfg.checkpoint] if cfg.checkpoint else cfg.models
-    points = []
+    points, seen = [], set()
     for precision, model in itertools.product(cfg.precisions, models):
-        max_t = _max_seq_len(cfg, model)
+        shape = _shape(cfg, model)
         for prompt_len, gen in itertools.product(cfg.prompt_len, cfg.gen):
-            if prompt_len + gen > max_t:
-                raise ConfigError(f"prompt_len + gen = {prompt_len} + {gen} = {prompt_len + gen} "
-                                  f"exceeds the model's max_seq_len {max_t} ({model})")
+            _check_point(shape, model, prompt_len, gen)
             for batch, variant in itertools.product(cfg.batch, cfg.variants):
                 ablations = cfg.ablate if variant in names.ABLATABLE else [names.ALL_ON]
                 for ablate in ablations:
@@ -68,8 +79,10 @@ def expand(cfg: SweepConfig) -> List[Dict[str, Any]]:
                          "variant": variant, "ablate": ablate, "batch": batch, "gen": gen,
                          "prompt_len": prompt_len, **sampling, "seed": cfg.seed,
                          "warmup": cfg.warmup, "repeat": cfg.repeat}
-                    if not excluded(p, cfg.exclude):
-                        points.append({"id": point_id(p), **p})
+                    pid = point_id(p)
+                    if not excluded(p, cfg.exclude) and pid not in seen:
+                        seen.add(pid)
+                        points.append({"id": pid, **p})
     return points
 
 

@@ -248,6 +248,11 @@ def _header(cfg: ModelConfig, version: int) -> np.ndarray:
     return h
 
 
+def header_bytes(cfg: ModelConfig, dtype: str) -> bytes:
+    """The 1024 header bytes of a checkpoint of ``cfg`` in ``dtype``."""
+    return _header(cfg, VERSION_BY_DTYPE[normalize_dtype(dtype)]).tobytes()
+
+
 def _write_tensor(f: IO[bytes], a: np.ndarray, dtype: str) -> None:
     """Write one tensor chunk by chunk, converting to the file's element type."""
     flat = np.asarray(a).reshape(-1)

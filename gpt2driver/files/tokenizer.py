@@ -170,23 +170,32 @@ def _tiktoken_encoding(encoding_name: str):
     try:
         return tiktoken.get_encoding(encoding_name)
     except Exception as e:  # network errors come as requests/urllib/OSError types
-        raise TokenizerError(
-            f"cannot load tiktoken encoding {encoding_name!r} ({type(e).__name__}: {e}); the "
-            f"first use downloads it, which needs the network. Point at an existing llm.c "
-            f"tokenizer file instead (--tokenizer PATH or ${ENV_TOKENIZER})") from None
+        raise TokenizerError(f"cannot load tiktoken's {encoding_name} encoding "
+                             f"({type(e).__name__}: no network for its first download?)") from None
 
 
 def export_tiktoken(path: PathLike, encoding_name: str = "gpt2") -> Path:
     """Write a tiktoken encoding (default GPT-2's) as a version 2 llm.c tokenizer file."""
-    enc = _tiktoken_encoding(encoding_name)
+    try:
+        enc = _tiktoken_encoding(encoding_name)
+    except TokenizerError as e:
+        raise TokenizerError(f"{e}: export it where the network is, and copy the file here"
+                             ) from None
     tokens = [enc.decode_single_token_bytes(i) for i in range(enc.n_vocab)]
     return write_tokenizer(path, tokens, enc.eot_token, version=2)
+
+
+def tokenizer_file(tokenizer_path: Optional[PathLike] = None) -> Optional[Path]:
+    """The llm.c tokenizer file in use: ``tokenizer_path``, else ``$GPT2DRIVER_TOKENIZER``, else
+    None (tiktoken's encoding)."""
+    path = tokenizer_path or os.environ.get(ENV_TOKENIZER)
+    return Path(path) if path else None
 
 
 def get_encoding(tokenizer_path: Optional[PathLike] = None):
     """The GPT-2 tiktoken Encoding: from ``tokenizer_path`` if given, else from the file named
     by ``$GPT2DRIVER_TOKENIZER``, else ``tiktoken.get_encoding("gpt2")``."""
-    path = tokenizer_path or os.environ.get(ENV_TOKENIZER)
+    path = tokenizer_file(tokenizer_path)
     if path:
         return encoding_from_tokenizer_file(path)
     return _tiktoken_encoding("gpt2")

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from .. import names
 from ..engine import build as build_mod
+from ..engine import preflight
 from ..errors import ConfigError
 from ..files import models
 from ..paths import results_root
@@ -120,9 +121,12 @@ def profile_one(o: ProfileOptions, binary: Path, ckpt: Path, batch: int, exe: Op
 def run_profile(o: ProfileOptions, say) -> List[Tuple[Dict[str, object], ProfileReport]]:
     """Profile each batch size; each summary goes to ``say`` as it is made. The tagged reports."""
     exe = require_tool(o.tool) if o.tool in ("nsys", "ncu") else None
+    ckpt = models.checkpoint_or_default(o.checkpoint, o.precision)
+    positions = preflight.profile_positions(o.warmup, o.steps, trace=o.tool == "trace")
+    preflight.check_model(ckpt, preflight.Request(max(o.batches), positions,
+                                                  prompt_len=o.prompt_len))
     cc = build_mod.resolve_cc(o.cc)
     bin_dir = build_mod.make_build(cc, o.precision, quiet=True).path
-    ckpt = models.checkpoint_or_default(o.checkpoint, o.precision)
     base = Path(o.out_base) if o.out_base else results_root() / "profile"
     done = []
     for b in o.batches:
