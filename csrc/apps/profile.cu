@@ -2,7 +2,9 @@
 // (NVTX domain "decode": WARMUP, MEASURE > layer<i> > stage) so nsys capture ranges and ncu filters can target them.
 // --trace: the measured steps run the way the variant normally runs (optimized: CUDA graph replays), first
 // untraced (their step time), then traced through CUPTI (engine/trace.h) after a LABEL step that launches the
-// same kernels one by one inside the stage ranges; --stamps adds the fused decode kernels' stage timestamps.
+// same kernels one by one inside the stage ranges, synchronizing before each range closes (what names a graph
+// replay's kernels, and places kernels when CUPTI gives no launch calls); --stamps adds the fused decode
+// kernels' stage timestamps.
 #include <memory>
 
 #include "../common/check.h"
@@ -37,7 +39,11 @@ int main(int argc, char** argv) {
     // range. With --trace a variant with a graph replays it (no timer on the runner: stages come from LABEL).
     const bool graph = a.trace && v.graph;
     std::unique_ptr<StampRecorder> stamps;
-    if (a.stamps) stamps.reset(new StampRecorder(4 * s.cfg.num_layers + 8, 1024));
+    // A slot per stamped launch of a step: v1 stamps 4 products per layer + logits, the v2 links (--short-links)
+    // qkv, attn, attproj, fc, fcproj per layer + logits (61 at L = 12); launches past the last slot are counted
+    // (stamp_missed) and fail the stamps check.
+    constexpr int kStampedPerLayer = 5;
+    if (a.stamps) stamps.reset(new StampRecorder(kStampedPerLayer * s.cfg.num_layers + 8, 1024));
 
     timer.push_range("PREFILL");
     r.prefill(P, true, s.sampling);
@@ -95,24 +101,28 @@ int main(int argc, char** argv) {
     if (!a.quiet) printf("%s: %d measured decode steps, %.4f ms/step\n", v.name.c_str(), a.steps, step_ms);
 
     if (a.trace) {
+        const int run_warmup = 2;  // traced steps between LABEL and the measured ones
         if (!tracer.start()) GD_FAIL(EXIT_CUDA, "cannot trace: %s", tracer.why().c_str());
         timer.tracer = &tracer;
         r.drop_graphs();  // captured again under tracing, as a profiler started with the program would see it
         if (stamps) stamps->restart();
-        if (graph) {  // the same launches one by one inside their stage ranges: what names the replays' kernels
+        {  // the same launches one by one inside their stage ranges, each range synchronized before it closes
             r.timer = &timer;
             r.stamps = nullptr;
+            tracer.sync_ranges(true);
             timer.push_range("LABEL");
             r.decode_step(true, s.sampling);
             timer.pop_range();
-            r.timer = nullptr;
+            tracer.sync_ranges(false);
+            if (graph) r.timer = nullptr;
             r.stamps = stamps.get();
         }
         timer.push_range("WARMUP");  // the graph's capture, and a step before the first measured one
-        for (int i = 0; i < 2; i++) step();
+        for (int i = 0; i < run_warmup; i++) step();
         timer.pop_range();
         TraceRun run;
         run.steps = a.steps;
+        run.warmup = run_warmup;
         run.graph = graph;
         run.untraced_step_ms = step_ms;
         run.traced_step_ms = measure();

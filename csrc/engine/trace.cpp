@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <type_traits>
 #include <unordered_map>
@@ -111,25 +112,37 @@ CuptiApi g_api;
 Tracer* g_tracer = nullptr;  // the one tracer that receives the buffers
 std::mutex g_mu;             // buffers may complete on CUPTI's thread
 
-// The launch calls recorded (kernels and graphs; runtime and driver API): what ties a kernel to its range.
-const CUpti_CallbackId kRuntimeLaunches[] = {
-    CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernel_v7000,         CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernel_ptsz_v7000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernelExC_v11060,     CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernelExC_ptsz_v11060,
-    CUPTI_RUNTIME_TRACE_CBID___cudaLaunchKernel_v13000,      CUPTI_RUNTIME_TRACE_CBID___cudaLaunchKernel_ptsz_v13000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaLaunchCooperativeKernel_v9000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaLaunchCooperativeKernel_ptsz_v9000};
-const CUpti_CallbackId kRuntimeGraphLaunches[] = {CUPTI_RUNTIME_TRACE_CBID_cudaGraphLaunch_v10000,
-                                                  CUPTI_RUNTIME_TRACE_CBID_cudaGraphLaunch_ptsz_v10000};
-const CUpti_CallbackId kDriverLaunches[] = {
-    CUPTI_DRIVER_TRACE_CBID_cuLaunchKernel,   CUPTI_DRIVER_TRACE_CBID_cuLaunchKernel_ptsz,
-    CUPTI_DRIVER_TRACE_CBID_cuLaunchKernelEx, CUPTI_DRIVER_TRACE_CBID_cuLaunchKernelEx_ptsz,
-    CUPTI_DRIVER_TRACE_CBID_cuLaunchCooperativeKernel, CUPTI_DRIVER_TRACE_CBID_cuLaunchCooperativeKernel_ptsz};
-const CUpti_CallbackId kDriverGraphLaunches[] = {CUPTI_DRIVER_TRACE_CBID_cuGraphLaunch,
-                                                 CUPTI_DRIVER_TRACE_CBID_cuGraphLaunch_ptsz};
+// The launch calls by callback id (kernels and graphs; runtime and driver API). A call of another id whose
+// correlation id a kernel carries is a launch too (emit_trace): these name the launches whose kernel was lost.
+struct LaunchId {
+    bool runtime, graph;
+    CUpti_CallbackId id;
+};
+const LaunchId kLaunchIds[] = {
+    {true, false, CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernel_v7000},
+    {true, false, CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernel_ptsz_v7000},
+    {true, false, CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernelExC_v11060},
+    {true, false, CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernelExC_ptsz_v11060},
+    {true, false, CUPTI_RUNTIME_TRACE_CBID___cudaLaunchKernel_v13000},
+    {true, false, CUPTI_RUNTIME_TRACE_CBID___cudaLaunchKernel_ptsz_v13000},
+    {true, false, CUPTI_RUNTIME_TRACE_CBID_cudaLaunchCooperativeKernel_v9000},
+    {true, false, CUPTI_RUNTIME_TRACE_CBID_cudaLaunchCooperativeKernel_ptsz_v9000},
+    {true, true, CUPTI_RUNTIME_TRACE_CBID_cudaGraphLaunch_v10000},
+    {true, true, CUPTI_RUNTIME_TRACE_CBID_cudaGraphLaunch_ptsz_v10000},
+    {false, false, CUPTI_DRIVER_TRACE_CBID_cuLaunchKernel},
+    {false, false, CUPTI_DRIVER_TRACE_CBID_cuLaunchKernel_ptsz},
+    {false, false, CUPTI_DRIVER_TRACE_CBID_cuLaunchKernelEx},
+    {false, false, CUPTI_DRIVER_TRACE_CBID_cuLaunchKernelEx_ptsz},
+    {false, false, CUPTI_DRIVER_TRACE_CBID_cuLaunchCooperativeKernel},
+    {false, false, CUPTI_DRIVER_TRACE_CBID_cuLaunchCooperativeKernel_ptsz},
+    {false, true, CUPTI_DRIVER_TRACE_CBID_cuGraphLaunch},
+    {false, true, CUPTI_DRIVER_TRACE_CBID_cuGraphLaunch_ptsz},
+};
 
-template <size_t N>
-bool among(CUpti_CallbackId id, const CUpti_CallbackId (&set)[N]) {
-    return std::find(set, set + N, id) != set + N;
+const LaunchId* launch_id(bool runtime, CUpti_CallbackId id) {
+    for (const LaunchId& l : kLaunchIds)
+        if (l.runtime == runtime && l.id == id) return &l;
+    return nullptr;
 }
 
 std::string result_text(CUptiResult r) {
@@ -144,34 +157,49 @@ void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_recor
     *max_records = 0;
 }
 
+void keep_kernel(Tracer* t, const CUpti_ActivityKernel10* k) {
+    TraceKernel o;
+    o.start = k->start, o.end = k->end, o.node = k->graphNodeId;
+    o.stream = k->streamId, o.corr = k->correlationId, o.graph = k->graphId;
+    o.grid[0] = k->gridX, o.grid[1] = k->gridY, o.grid[2] = k->gridZ;
+    o.block[0] = k->blockX, o.block[1] = k->blockY, o.block[2] = k->blockZ;
+    o.name = k->name ? k->name : "?";
+    if (o.start == 0 && o.end == 0)
+        t->dropped++;  // no timestamps could be collected for it
+    else
+        t->kernels.push_back(std::move(o));
+}
+
+// Every API record is kept (a few per launch): emit_trace picks the launch calls.
+void keep_api(Tracer* t, const CUpti_ActivityAPI* a) {
+    TraceApi o;
+    o.start = a->start, o.end = a->end, o.corr = a->correlationId, o.thread = a->threadId, o.cbid = a->cbid;
+    o.runtime = a->kind == CUPTI_ACTIVITY_KIND_RUNTIME;
+    o.internal = a->kind == CUPTI_ACTIVITY_KIND_INTERNAL_LAUNCH_API;
+    const LaunchId* l = o.internal ? nullptr : launch_id(o.runtime, a->cbid);
+    o.launch = o.internal || l;
+    o.graph_launch = l && l->graph;
+    (o.internal ? t->seen.internal : o.runtime ? t->seen.runtime : t->seen.driver)++;
+    t->apis.push_back(o);
+}
+
 void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t* buffer, size_t, size_t valid) {
     std::lock_guard<std::mutex> lock(g_mu);
     Tracer* t = g_tracer;
     CUpti_Activity* rec = nullptr;
     while (t && valid > 0 && g_api.next_record(buffer, valid, &rec) == CUPTI_SUCCESS) {
-        if (rec->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL || rec->kind == CUPTI_ACTIVITY_KIND_KERNEL) {
-            const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(rec);
-            TraceKernel o;
-            o.start = k->start, o.end = k->end, o.node = k->graphNodeId;
-            o.stream = k->streamId, o.corr = k->correlationId, o.graph = k->graphId;
-            o.grid[0] = k->gridX, o.grid[1] = k->gridY, o.grid[2] = k->gridZ;
-            o.block[0] = k->blockX, o.block[1] = k->blockY, o.block[2] = k->blockZ;
-            o.name = k->name ? k->name : "?";
-            if (o.start == 0 && o.end == 0)
-                t->dropped++;  // no timestamps could be collected for it
-            else
-                t->kernels.push_back(std::move(o));
-        } else if (rec->kind == CUPTI_ACTIVITY_KIND_RUNTIME || rec->kind == CUPTI_ACTIVITY_KIND_DRIVER) {
-            const auto* a = reinterpret_cast<const CUpti_ActivityAPI*>(rec);
-            const bool rt = rec->kind == CUPTI_ACTIVITY_KIND_RUNTIME;
-            const bool graph = rt ? among(a->cbid, kRuntimeGraphLaunches) : among(a->cbid, kDriverGraphLaunches);
-            const bool kernel = rt ? among(a->cbid, kRuntimeLaunches) : among(a->cbid, kDriverLaunches);
-            if (graph || kernel) {
-                TraceApi o;
-                o.start = a->start, o.end = a->end, o.corr = a->correlationId, o.thread = a->threadId;
-                o.runtime = rt, o.graph_launch = graph;
-                t->apis.push_back(o);
-            }
+        switch (rec->kind) {
+            case CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL:
+            case CUPTI_ACTIVITY_KIND_KERNEL:
+                keep_kernel(t, reinterpret_cast<const CUpti_ActivityKernel10*>(rec));
+                break;
+            case CUPTI_ACTIVITY_KIND_RUNTIME:
+            case CUPTI_ACTIVITY_KIND_DRIVER:
+            case CUPTI_ACTIVITY_KIND_INTERNAL_LAUNCH_API:
+                keep_api(t, reinterpret_cast<const CUpti_ActivityAPI*>(rec));
+                break;
+            default:
+                t->seen.other++;
         }
     }
     size_t dropped = 0;
@@ -309,16 +337,24 @@ bool Tracer::start() {
     CUptiResult r = g_api.register_callbacks(buffer_requested, buffer_completed);
     if (r == CUPTI_SUCCESS) r = g_api.enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
     if (r != CUPTI_SUCCESS) return fail("CUPTI refused kernel tracing: " + result_text(r));
-    bool each = true;  // only the launch calls; else every runtime and driver call (filtered on arrival)
-    for (CUpti_CallbackId id : kRuntimeLaunches) each = each && g_api.enable_runtime_api(id, 1) == CUPTI_SUCCESS;
-    for (CUpti_CallbackId id : kRuntimeGraphLaunches) each = each && g_api.enable_runtime_api(id, 1) == CUPTI_SUCCESS;
-    for (CUpti_CallbackId id : kDriverLaunches) each = each && g_api.enable_driver_api(id, 1) == CUPTI_SUCCESS;
-    for (CUpti_CallbackId id : kDriverGraphLaunches) each = each && g_api.enable_driver_api(id, 1) == CUPTI_SUCCESS;
-    if (!each) {
-        r = g_api.enable(CUPTI_ACTIVITY_KIND_RUNTIME);
-        if (r == CUPTI_SUCCESS) r = g_api.enable(CUPTI_ACTIVITY_KIND_DRIVER);
-        if (r != CUPTI_SUCCESS) return fail("CUPTI refused API tracing: " + result_text(r));
+    // API records are what ties a kernel to its range; without them the trace goes on (emit_trace places the
+    // kernels by what else it has) and the `trace` record says what CUPTI refused.
+    const char* mode = getenv("GPT2D_CUPTI_API");
+    seen.mode = mode && !strcmp(mode, "cbids") ? "cbids" : "kinds";
+    std::string refused;
+    auto ask = [&](const std::string& what, CUptiResult res) {
+        if (res != CUPTI_SUCCESS) refused += (refused.empty() ? "" : "; ") + what + ": " + result_text(res);
+    };
+    if (seen.mode == "cbids") {
+        for (const LaunchId& l : kLaunchIds)
+            ask((l.runtime ? "runtime cbid " : "driver cbid ") + std::to_string(l.id),
+                l.runtime ? g_api.enable_runtime_api(l.id, 1) : g_api.enable_driver_api(l.id, 1));
+    } else {
+        ask("RUNTIME", g_api.enable(CUPTI_ACTIVITY_KIND_RUNTIME));
+        ask("DRIVER", g_api.enable(CUPTI_ACTIVITY_KIND_DRIVER));
     }
+    ask("INTERNAL_LAUNCH_API", g_api.enable(CUPTI_ACTIVITY_KIND_INTERNAL_LAUNCH_API));
+    seen.enable = refused.empty() ? "ok" : refused;
     active_ = true;
     return true;
 #endif
@@ -332,6 +368,10 @@ void Tracer::stop() {
     g_api.disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
     g_api.disable(CUPTI_ACTIVITY_KIND_RUNTIME);
     g_api.disable(CUPTI_ACTIVITY_KIND_DRIVER);
+    g_api.disable(CUPTI_ACTIVITY_KIND_INTERNAL_LAUNCH_API);
+    if (seen.mode == "cbids")
+        for (const LaunchId& l : kLaunchIds)
+            l.runtime ? g_api.enable_runtime_api(l.id, 0) : g_api.enable_driver_api(l.id, 0);
 #endif
 }
 
@@ -349,6 +389,7 @@ void Tracer::range_push(const char* name) {
     r.name = name;
     r.parent = open_;
     r.depth = open_ < 0 ? 0 : ranges[open_].depth + 1;
+    r.synced = sync_;
     r.start = now();
     ranges.push_back(r);
     open_ = (int)ranges.size() - 1;
@@ -356,12 +397,14 @@ void Tracer::range_push(const char* name) {
 
 void Tracer::range_pop() {
     if (!active_ || open_ < 0) return;
+    if (ranges[open_].synced) CUDA_CHECK(cudaDeviceSynchronize());
     ranges[open_].end = now();
     open_ = ranges[open_].parent;
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// emit_trace: kernels -> launches -> ranges -> steps and stages; stamps -> kernels
+// emit_trace: kernels -> launch calls -> ranges -> steps and stages (or, without launch calls, synchronized
+// ranges and the order of correlation ids); stamps -> kernels
 
 namespace {
 
@@ -374,11 +417,20 @@ std::string triple(const int* v) {
     return std::to_string(v[0]) + "," + std::to_string(v[1]) + "," + std::to_string(v[2]);
 }
 
+// How a kernel found its range and step.
+enum class Placed {
+    None,    // not at all (counted as unassigned)
+    Launch,  // its launch call's CPU start, inside the ranges open then
+    Synced,  // no launch call: its GPU time inside a synchronized range (LABEL)
+    Order,   // no launch call: the measured steps are the last launches, in correlation-id order
+};
+
 struct KernelInfo {
     int k = -1;             // index into Tracer::kernels
     int step = -1;          // measured step, -1: none (LABEL, warm-up, unknown launch)
     bool label = false;     // launched in the LABEL step
     int range = -1;         // innermost range of its launch
+    Placed how = Placed::None;
     std::string stage, layer;
 };
 
@@ -399,23 +451,23 @@ uint64_t union_length(std::vector<std::pair<uint64_t, uint64_t>> iv) {
     return total;
 }
 
-}  // namespace
-
-void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
-    const auto& R = t.ranges;
-    const auto& K = t.kernels;
-    const int nr = (int)R.size();
-    // Top-level range of each range; measured steps are the top-level MEASURE ranges in order.
-    std::vector<int> top(nr), step_of(nr, -1);
-    int label_top = -1, nsteps = 0;
-    for (int i = 0; i < nr; i++) {
-        top[i] = R[i].parent < 0 ? i : top[R[i].parent];
-        if (R[i].parent < 0 && R[i].name == "MEASURE") step_of[i] = nsteps++;
-        if (R[i].parent < 0 && R[i].name == "LABEL") label_top = i;
+// The ranges as a forest: each range's top-level range; measured steps are the top-level MEASURE ranges in order.
+struct RangeTree {
+    const std::vector<TraceRange>& R;
+    std::vector<int> top, step_of, measure;  // measure[s]: the MEASURE range of step s
+    int label = -1;                          // the LABEL range
+    explicit RangeTree(const std::vector<TraceRange>& ranges) : R(ranges), top(ranges.size()), step_of(ranges.size(), -1) {
+        for (size_t i = 0; i < R.size(); i++) {
+            top[i] = R[i].parent < 0 ? (int)i : top[R[i].parent];
+            if (R[i].parent < 0 && R[i].name == "MEASURE") step_of[i] = (int)measure.size(), measure.push_back((int)i);
+            if (R[i].parent < 0 && R[i].name == "LABEL") label = (int)i;
+        }
     }
-    // Innermost range open at CPU time `ts` (ranges are in push order, which is start order).
-    auto innermost = [&](uint64_t ts) {
-        int lo = 0, hi = nr;  // first range starting after ts
+    int steps() const { return (int)measure.size(); }
+    int step(int r) const { return r < 0 ? -1 : step_of[top[r]]; }
+    // Innermost range open at CPU time `ts` (ranges are in push order, which is start order); -1: none.
+    int innermost(uint64_t ts) const {
+        int lo = 0, hi = (int)R.size();  // first range starting after ts
         while (lo < hi) {
             int mid = (lo + hi) / 2;
             if (R[mid].start <= ts) lo = mid + 1; else hi = mid;
@@ -423,53 +475,158 @@ void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
         for (int r = lo - 1; r >= 0; r = R[r].parent)
             if (R[r].end == 0 || R[r].end >= ts) return r;
         return -1;
-    };
-    // Launch calls: one inside another of the same thread (the runtime's own driver call) is the same launch.
-    std::unordered_map<uint32_t, int> api_of;
+    }
+};
+
+// The launch calls among the API records: a call whose callback id is a launch, or whose correlation id a kernel
+// carries (the kernels of a graph replay share their launch's). A launch call inside another of the same thread
+// (the runtime's own driver call) is the same launch: `inner`.
+struct Launches {
+    std::unordered_map<uint32_t, int> of_corr;  // a kernel's correlation id -> the API call that has it
+    std::vector<bool> is, graph, inner;         // per API record
+    int total = 0, by_corr = 0;                 // launch calls; of them, launches only by a kernel's correlation id
+    std::string by_corr_ids;                    // their callback ids (r: runtime, d: driver)
+};
+
+std::string api_key(const TraceApi& a) {
+    return (a.internal ? "i" : a.runtime ? "r" : "d") + std::to_string(a.cbid);
+}
+
+Launches find_launches(const Tracer& t) {
+    const auto& A = t.apis;
+    std::unordered_map<uint32_t, bool> kernel_corr;  // correlation id -> a graph kernel has it
+    for (const TraceKernel& k : t.kernels) kernel_corr[k.corr] = kernel_corr[k.corr] || k.graph != 0;
+    Launches L;
+    L.is.assign(A.size(), false), L.graph.assign(A.size(), false), L.inner.assign(A.size(), false);
     std::vector<int> order;
-    for (size_t i = 0; i < t.apis.size(); i++) api_of[t.apis[i].corr] = (int)i, order.push_back((int)i);
+    for (size_t i = 0; i < A.size(); i++) {
+        auto it = kernel_corr.find(A[i].corr);
+        const bool has = it != kernel_corr.end();
+        L.is[i] = A[i].launch || has;
+        L.graph[i] = A[i].graph_launch || (has && it->second);
+        if (has) L.of_corr[A[i].corr] = (int)i;
+        if (has && !A[i].launch) {
+            const std::string key = api_key(A[i]);
+            if (("," + L.by_corr_ids + ",").find("," + key + ",") == std::string::npos)
+                L.by_corr_ids += (L.by_corr_ids.empty() ? "" : ",") + key;
+            L.by_corr++;
+        }
+        if (L.is[i]) order.push_back((int)i), L.total++;
+    }
     std::sort(order.begin(), order.end(), [&](int a, int b) {
-        const TraceApi &x = t.apis[a], &y = t.apis[b];
+        const TraceApi &x = A[a], &y = A[b];
         return x.thread != y.thread ? x.thread < y.thread : x.start != y.start ? x.start < y.start : x.end > y.end;
     });
-    std::vector<bool> inner(t.apis.size(), false);
     for (size_t j = 0, outer = 0; j < order.size(); j++) {
-        const TraceApi& a = t.apis[order[j]];
-        const TraceApi& o = t.apis[order[outer]];
-        if (j > 0 && o.thread == a.thread && a.end <= o.end) inner[order[j]] = true;
+        const TraceApi& a = A[order[j]];
+        const TraceApi& o = A[order[outer]];
+        if (j > 0 && o.thread == a.thread && a.end <= o.end) L.inner[order[j]] = true;
         else outer = j;
     }
+    return L;
+}
+
+// The API records CUPTI delivered, most frequent callback ids first: "r211x1300,d307x1300,..." (at most `n`).
+std::string api_top(const std::vector<TraceApi>& A, size_t n) {
+    std::unordered_map<std::string, int> count;
+    for (const TraceApi& a : A) count[api_key(a)]++;
+    std::vector<std::pair<std::string, int>> v(count.begin(), count.end());
+    std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; });
+    std::string out;
+    for (size_t i = 0; i < v.size() && i < n; i++)
+        out += (out.empty() ? "" : ",") + v[i].first + "x" + std::to_string(v[i].second);
+    return out;
+}
+
+// Kernels without a launch call and outside any synchronized range, when no kernel of a measured step has its
+// launch call: the program's traced steps are LABEL, run.warmup steps, then the measured ones, so the measured
+// steps are the last launches. Correlation ids grow with the API calls: a graph replay's kernels share its id,
+// one-by-one launches are taken LABEL's kernel count at a time.
+struct Order {
+    std::string how = "none";  // graph-order, label-order, none
+    int found = 0, expected = 0;  // graph replays (graph-order) or kernels (label-order) after LABEL
+    int mismatch = 0;             // steps whose kernel names differ from LABEL's, in order
+    int conflicts = 0;            // kernels that start before their step's MEASURE range began on the CPU
+};
+
+Order place_by_order(const std::vector<TraceKernel>& K, std::vector<KernelInfo>& info, const RangeTree& rt, int label_count,
+                     int warmup) {
+    Order o;
+    const int nsteps = rt.steps();
+    for (const KernelInfo& ki : info)
+        if (ki.how == Placed::Launch && ki.step >= 0) return o;
+    std::map<uint32_t, std::vector<int>> graphs;  // by correlation id: in launch order
+    std::vector<int> plain;
+    for (const KernelInfo& ki : info)
+        if (ki.how == Placed::None) (K[ki.k].graph ? graphs[K[ki.k].corr].push_back(ki.k) : plain.push_back(ki.k));
+    auto place = [&](int k, int s) {
+        info[k].how = Placed::Order;
+        info[k].step = s;
+        info[k].range = s >= 0 ? rt.measure[s] : -1;
+    };
+    if (!graphs.empty() && nsteps) {
+        o.how = "graph-order";
+        o.found = (int)graphs.size(), o.expected = warmup + nsteps;
+        if (o.found < nsteps) return o;
+        int g = 0;
+        for (const auto& launch : graphs) {
+            for (int k : launch.second) place(k, g - (o.found - nsteps));
+            g++;
+        }
+    } else if (!plain.empty() && nsteps && label_count > 0) {
+        o.how = "label-order";
+        std::sort(plain.begin(), plain.end(), [&](int a, int b) { return K[a].corr < K[b].corr; });
+        o.found = (int)plain.size(), o.expected = (warmup + nsteps) * label_count;
+        const int first = o.found - nsteps * label_count;
+        if (first < 0) return o;
+        for (int j = 0; j < o.found; j++) place(plain[j], j < first ? -1 : (j - first) / label_count);
+    }
+    return o;
+}
+
+}  // namespace
+
+void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
+    const auto& R = t.ranges;
+    const auto& K = t.kernels;
+    const int nr = (int)R.size();
+    const RangeTree rt(R);
+    const int nsteps = rt.steps();
+    const Launches L = find_launches(t);
     std::vector<int> launched(nsteps, 0);
     std::vector<bool> graph_step(nsteps, false);
     int label_launches = 0;
     for (size_t i = 0; i < t.apis.size(); i++) {
-        const TraceApi& a = t.apis[i];
-        int r = innermost(a.start);
-        if (r < 0 || inner[i]) continue;
-        int s = step_of[top[r]];
-        if (a.graph_launch) {
+        if (!L.is[i] || L.inner[i]) continue;
+        const int r = rt.innermost(t.apis[i].start);
+        if (r < 0) continue;
+        const int s = rt.step(r);
+        if (L.graph[i]) {
             if (s >= 0) graph_step[s] = true;
         } else {
             if (s >= 0) launched[s]++;
-            if (top[r] == label_top) label_launches++;
+            if (rt.top[r] == rt.label) label_launches++;
         }
     }
-    // Each kernel: its launch, range, step, stage and layer.
+    // Each kernel: its launch call's range, else the synchronized range its GPU time falls in; its step, stage and
+    // layer.
     std::vector<KernelInfo> info(K.size());
-    int unassigned = 0;
     for (size_t i = 0; i < K.size(); i++) {
         KernelInfo& ki = info[i];
         ki.k = (int)i;
-        auto it = api_of.find(K[i].corr);
-        if (it == api_of.end()) {
-            unassigned++;
-            continue;
+        auto it = L.of_corr.find(K[i].corr);
+        if (it != L.of_corr.end()) {
+            ki.how = Placed::Launch;
+            ki.range = rt.innermost(t.apis[it->second].start);
+        } else {
+            const uint64_t mid = K[i].end > K[i].start ? K[i].start + (K[i].end - K[i].start) / 2 : K[i].start;
+            const int r = rt.innermost(mid);
+            if (r >= 0 && R[r].synced) ki.how = Placed::Synced, ki.range = r;
         }
-        ki.range = innermost(t.apis[it->second].start);
         if (ki.range < 0) continue;
-        ki.step = step_of[top[ki.range]];
-        ki.label = top[ki.range] == label_top;
-        for (int r = ki.range; r >= 0 && r != top[ki.range]; r = R[r].parent) {
+        ki.step = rt.step(ki.range);
+        ki.label = rt.top[ki.range] == rt.label;
+        for (int r = ki.range; r >= 0 && r != rt.top[ki.range]; r = R[r].parent) {
             if (is_layer(R[r].name)) {
                 if (ki.layer.empty()) ki.layer = R[r].name;
             } else if (ki.stage.empty()) {
@@ -483,18 +640,27 @@ void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
         return K[a].start != K[b].start ? K[a].start < K[b].start : K[a].corr != K[b].corr ? K[a].corr < K[b].corr
                                                                                              : K[a].node < K[b].node;
     };
-    std::vector<std::vector<int>> steps(nsteps);
     std::vector<int> label_seq;
+    for (const KernelInfo& ki : info)
+        if (ki.label) label_seq.push_back(ki.k);
+    std::sort(label_seq.begin(), label_seq.end(), by_start);
+    Order order = place_by_order(K, info, rt, (int)label_seq.size(), run.warmup);
+    const bool by_order = order.how != "none";
+    std::vector<std::vector<int>> steps(nsteps);
+    int unassigned = 0, placed_launch = 0, placed_sync = 0, placed_order = 0;
     for (const KernelInfo& ki : info) {
         if (ki.step >= 0) steps[ki.step].push_back(ki.k);
-        if (ki.label) label_seq.push_back(ki.k);
+        unassigned += ki.how == Placed::None;
+        placed_launch += ki.how == Placed::Launch;
+        placed_sync += ki.how == Placed::Synced;
+        placed_order += ki.how == Placed::Order;
     }
     for (auto& s : steps) std::sort(s.begin(), s.end(), by_start);
-    std::sort(label_seq.begin(), label_seq.end(), by_start);
-    // Graph replays have no stage ranges: the LABEL step (the same launches one by one) names them, by
-    // position when the kernels agree, else by kernel name (a name launched in several stages gets "a/b").
+    // Graph replays (and steps placed by order) have no stage ranges: the LABEL step (the same launches one by
+    // one) names them, by position when the kernels agree, else by kernel name (a name launched in several stages
+    // gets "a/b").
     std::string label_match = "none";
-    if (run.graph && !label_seq.empty()) {
+    if ((run.graph || by_order) && !label_seq.empty()) {
         std::unordered_map<std::string, std::pair<std::string, std::string>> by_name;  // name -> stage, layer
         for (int k : label_seq) {
             auto& e = by_name[K[k].name];
@@ -508,6 +674,7 @@ void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
             bool same = s.size() == label_seq.size();
             for (size_t j = 0; same && j < s.size(); j++) same = K[s[j]].name == K[label_seq[j]].name;
             if (!same) label_match = "names";
+            if (!same && by_order) order.mismatch++;
             for (size_t j = 0; j < s.size(); j++) {
                 KernelInfo& ki = info[s[j]];
                 if (!ki.stage.empty()) continue;
@@ -520,6 +687,20 @@ void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
             }
         }
     }
+    // A kernel cannot start before its launch: one placed by order that starts before its step's MEASURE range
+    // began is in the wrong step.
+    if (by_order)
+        for (int s = 0; s < nsteps; s++)
+            for (int k : steps[s]) order.conflicts += K[k].start < R[rt.measure[s]].start;
+    // What each step should hold: its launch calls; for a graph replay or a step placed by order, LABEL's (its
+    // launch calls, else its kernels).
+    const int label_want = label_launches > 0 ? label_launches : (int)label_seq.size();
+    const bool any_graph = std::find(graph_step.begin(), graph_step.end(), true) != graph_step.end();
+    const std::string launched_from = !(any_graph || by_order) ? "calls"
+                                      : label_launches > 0     ? "label_calls"
+                                      : label_seq.empty()      ? "none"
+                                                               : "label_kernels";
+    auto want = [&](int s) { return graph_step[s] || by_order ? label_want : launched[s]; };
     // GPU span of every range: its kernels' first start and last end.
     std::vector<uint64_t> gs(nr, UINT64_MAX), ge(nr, 0);
     std::vector<int> gn(nr, 0);
@@ -536,7 +717,7 @@ void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
     for (const TraceKernel& k : K)
         if (k.start < first) prev_end = std::max(prev_end, k.end);
     for (int i = 0; i < nr; i++)
-        if (step_of[top[i]] >= 0) origin = std::min(origin, R[i].start);
+        if (rt.step(i) >= 0) origin = std::min(origin, R[i].start);
     if (first != UINT64_MAX) origin = std::min(origin, first);
     if (prev_end) origin = std::min(origin, prev_end);
     if (origin == UINT64_MAX) origin = 0;
@@ -557,9 +738,9 @@ void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
         const std::vector<int>& last = steps[nsteps - 1];
         std::unordered_map<std::string, int> rank;
         for (size_t i = 0; i < slots.size(); i++) {
-            int want = rank[slots[i].kernel]++, seen = 0;
+            int want_rank = rank[slots[i].kernel]++, seen = 0;
             for (size_t j = 0; j < last.size(); j++)
-                if (K[last[j]].name.find(slots[i].kernel) != std::string::npos && seen++ == want) {
+                if (K[last[j]].name.find(slots[i].kernel) != std::string::npos && seen++ == want_rank) {
                     match[i] = {last[j], (int)j};
                     break;
                 }
@@ -585,9 +766,8 @@ void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
     // The checks (the driver's table recomputes them from the records).
     int kmin = INT32_MAX, kmax = 0, lmin = INT32_MAX, lmax = 0;
     for (int s = 0; s < nsteps; s++) {
-        int want = graph_step[s] ? label_launches : launched[s];
         kmin = std::min(kmin, (int)steps[s].size()), kmax = std::max(kmax, (int)steps[s].size());
-        lmin = std::min(lmin, want), lmax = std::max(lmax, want);
+        lmin = std::min(lmin, want(s)), lmax = std::max(lmax, want(s));
     }
     if (!nsteps) kmin = lmin = 0;
     uint64_t last_end = 0;
@@ -596,18 +776,41 @@ void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
     const double trace_step_us = nsteps && prev_end && last_end > prev_end ? (last_end - prev_end) / 1e3 / nsteps : 0.0;
     const double untraced_us = run.untraced_step_ms * 1e3;
     const double step_dev = untraced_us > 0 ? trace_step_us / untraced_us - 1.0 : 0.0;
+    int graph_kernels = 0;
+    for (const TraceKernel& k : K) graph_kernels += k.graph != 0;
 
     Record head("trace");
     head.str("status", "ok")
         .str("lib", t.library())
         .num("cupti", (int64_t)t.version())
         .num("steps", nsteps)
+        .num("warmup", run.warmup)
         .num("graph", (int)run.graph)
         .num("stamps", (int)(sd != nullptr))
         .num("kernels", (int64_t)K.size())
-        .num("launch_calls", (int64_t)t.apis.size())
+        .num("graph_kernels", graph_kernels)
+        .num("launch_calls", L.total)
+        .num("launch_by_corr", L.by_corr)
+        .str("launch_by_corr_ids", L.by_corr_ids)
         .num("dropped", (int64_t)t.dropped)
+        .num("no_launch", (int64_t)K.size() - placed_launch)
+        .num("placed_launch", placed_launch)
+        .num("placed_sync", placed_sync)
+        .num("placed_order", placed_order)
         .num("unassigned", unassigned)
+        .str("order", order.how)
+        .num("order_found", order.found)
+        .num("order_expected", order.expected)
+        .num("order_mismatch", order.mismatch)
+        .num("order_conflicts", order.conflicts)
+        .str("launched_from", launched_from)
+        .str("api_mode", t.seen.mode)
+        .str("api_enable", t.seen.enable)
+        .num("api_runtime", (int64_t)t.seen.runtime)
+        .num("api_driver", (int64_t)t.seen.driver)
+        .num("api_internal", (int64_t)t.seen.internal)
+        .num("records_other", (int64_t)t.seen.other)
+        .str("api_top", api_top(t.apis, 8))
         .num("origin_ns", (int64_t)origin);
     if (prev_end) head.num("prev_end", rel(prev_end));  // unknown without a kernel before the first step
     head.num("untraced_step_ms", run.untraced_step_ms)
@@ -619,13 +822,13 @@ void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
         .num("stamp_missed", sd ? sd->missed : 0);
     head.emit();
     for (int i = 0; i < nr; i++) {
-        const int s = step_of[top[i]];
+        const int s = rt.step(i);
         if (s < 0) continue;
         Record rec("range");
         rec.num("step", s).str("name", R[i].name).num("depth", R[i].depth).num("start", rel(R[i].start));
         rec.num("end", R[i].end ? rel(R[i].end) : rel(R[i].start)).num("kernels", gn[i]);
         if (gn[i]) rec.num("gpu_start", rel(gs[i])).num("gpu_end", rel(ge[i]));
-        if (R[i].parent < 0) rec.num("launched", graph_step[s] ? label_launches : launched[s]);
+        if (R[i].parent < 0) rec.num("launched", want(s));
         rec.emit();
     }
     for (int s = 0; s < nsteps; s++)
@@ -649,7 +852,7 @@ void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
         }
     // Stage stamps: per slot and stage, the blocks' first start, last end, the union of their intervals.
     double smin = 1e30, smax = 0;
-    int stamped = 0, stamps_off = 0;
+    int stamped = 0, stamps_off = 0, unmatched = 0;  // unmatched: stamped launches without their kernel's stamps
     for (size_t i = 0; i < slots.size(); i++) {
         const StampSlot& sl = slots[i];
         std::string names;
@@ -694,9 +897,14 @@ void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
             smin = std::min(smin, ratio), smax = std::max(smax, ratio);
             stamped++;
             stamps_off += std::abs(ratio - 1.0) > 0.05;
+        } else {
+            unmatched++;
         }
     }
-    const bool kernels_ok = nsteps > 0 && kmin == kmax && lmin == lmax && kmin == lmin && unassigned == 0;
+    const int missed = sd ? sd->missed : 0;
+    const bool order_ok = !by_order || (order.found == order.expected && !order.mismatch && !order.conflicts);
+    const bool kernels_ok = nsteps > 0 && kmin > 0 && kmin == kmax && lmin == lmax && kmin == lmin && unassigned == 0 && order_ok;
+    const bool stamps_ok = stamped > 0 && stamps_off == 0 && unmatched == 0 && missed == 0;
     Record("tracecheck")
         .num("steps", nsteps)
         .num("kernels_min", kmin)
@@ -711,24 +919,36 @@ void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
         .num("stamped", stamped)
         .num("stamps_min", stamped ? smin : 0.0)
         .num("stamps_max", stamped ? smax : 0.0)
-        .num("stamps_ok", (int)(stamped > 0 && stamps_off == 0))
+        .num("stamps_unmatched", unmatched)
+        .num("stamps_ok", (int)stamps_ok)
         .emit();
     if (run.quiet) return;
-    printf("trace: %s, %d measured steps%s; %zu kernels recorded, %d of them without their launch call, %llu "
-           "records dropped\n",
-           t.library().c_str(), nsteps, run.graph ? " (CUDA graph replays, stages from the LABEL step)" : "",
-           K.size(), unassigned, (unsigned long long)t.dropped);
-    printf("check kernels per step: %d..%d seen, %d..%d launched: %s\n", kmin, kmax, lmin, lmax,
-           kernels_ok ? "OK" : "MISMATCH");
+    printf("trace: %s, %d measured steps%s; %zu kernels recorded: %d placed by their launch call, %d by the "
+           "synchronized LABEL step, %d by launch order (%s), %d nowhere; %llu records dropped\n",
+           t.library().c_str(), nsteps, run.graph ? " (CUDA graph replays, stages from the LABEL step)" : "", K.size(),
+           placed_launch, placed_sync, placed_order, order.how.c_str(), unassigned, (unsigned long long)t.dropped);
+    printf("trace API records (%s, enabling: %s): %llu runtime, %llu driver, %llu internal launches; %d launch calls "
+           "(%d known only by a kernel's correlation id%s%s); most frequent: %s\n",
+           t.seen.mode.c_str(), t.seen.enable.c_str(), (unsigned long long)t.seen.runtime,
+           (unsigned long long)t.seen.driver, (unsigned long long)t.seen.internal, L.total, L.by_corr,
+           L.by_corr_ids.empty() ? "" : ": ", L.by_corr_ids.c_str(), t.apis.empty() ? "none" : api_top(t.apis, 8).c_str());
+    if (by_order)
+        printf("check launch order: %d of %d expected %s after LABEL, %d steps unlike LABEL, %d kernels before their "
+               "step began: %s\n",
+               order.found, order.expected, order.how == "graph-order" ? "graph replays" : "kernels", order.mismatch,
+               order.conflicts, order_ok ? "OK" : "MISMATCH");
+    printf("check kernels per step: %d..%d seen, %d..%d launched (%s): %s\n", kmin, kmax, lmin, lmax,
+           launched_from.c_str(), kernels_ok ? "OK" : "MISMATCH");
     printf("check step time: %.2f us traced (kernels + gaps) vs %.2f us untraced (CUDA events): %+.1f%% %s "
            "(traced steps by CUDA events: %.2f us)\n",
            trace_step_us, untraced_us, 100 * step_dev, std::abs(step_dev) <= 0.05 ? "OK" : "OFF BY MORE THAN 5%",
            run.traced_step_ms * 1e3);
-    if (!slots.empty())
+    if (!slots.empty() || missed)
         printf("check stage stamps: %d kernels of the last step, stage unions add up to %.1f..%.1f%% of their "
-               "CUPTI durations: %s (clock offset spread %lld ns)\n",
-               stamped, stamped ? 100 * smin : 0.0, stamped ? 100 * smax : 0.0,
-               stamped && !stamps_off ? "OK" : "NOT WITHIN 5%", spread);
+               "CUPTI durations, %d stamped launches without their kernel's stamps, %d without a free slot: %s (clock "
+               "offset spread %lld ns)\n",
+               stamped, stamped ? 100 * smin : 0.0, stamped ? 100 * smax : 0.0, unmatched, missed,
+               stamps_ok ? "OK" : "NOT WITHIN 5%", spread);
 }
 
 }  // namespace gd
