@@ -2,9 +2,11 @@
 trace JSON and the PNG against the stored captures (tests/fixtures/trace/), the executable's own record writer
 and its CUPTI loading through a host harness, and the error paths (no CUPTI, no GPU, an empty capture).
 
-The captures in tests/fixtures/trace/ are synthetic (no GPU here): the executable's record writer,
-emit_trace, run over made-up CUPTI records by tests/fixtures/trace/trace_harness.cpp (a model of 2 layers
-whose steps are known exactly). A real capture from the device goes next to them.
+The synthetic captures in tests/fixtures/trace/ are the executable's record writer, emit_trace, run over
+made-up CUPTI records by tests/fixtures/trace/trace_harness.cpp (a model of 2 layers whose steps are known
+exactly), with the launch calls and without them (*_nolaunch: kernels placed by the synchronized LABEL step
+and the order of correlation ids). The h200_* captures are real: the H200's output of an executable that
+got no launch call from CUPTI and printed no kernel records (tests/fixtures/trace/README.md).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -22,10 +25,15 @@ import buildutil as bu
 from conftest import FIXTURES, has_gpu, write_script
 from gpt2driver.errors import ProfilingError, RunError
 from gpt2driver.profilers import trace as T
+from gpt2driver.profilers.trace import names as trace_names
+from gpt2driver.profilers.trace import run as trace_run
 
 TRACE = FIXTURES / "trace"
 OPT = TRACE / "synthetic_optimized.txt"
 KV = TRACE / "synthetic_kvonly.txt"
+OPT_NOLAUNCH = TRACE / "synthetic_optimized_nolaunch.txt"
+KV_NOLAUNCH = TRACE / "synthetic_kvonly_nolaunch.txt"
+H200 = sorted(TRACE.glob("h200_*.txt"))
 MMA = "linear_mma_kernel<1, 4, true, bf16>"
 
 
@@ -59,6 +67,7 @@ def test_parse_graph_capture(opt):
     assert "linear_mma_kernel" in k.demangled and k.dur == 4200
     ms = [r for r in opt.ranges if r.name == "MEASURE"]
     assert [r.step for r in ms] == [0, 1, 2, 3] and all(r.launched == 12 and r.kernels == 12 for r in ms)
+    assert opt.order == "none" and opt.info["placed_launch"] == 84 and opt.info["launched_from"] == "label_calls"
     assert ms[0].gpu_start == opt.step_kernels(0)[0].start and ms[0].gpu_end == opt.step_kernels(0)[-1].end
     assert opt.untraced_step_us == pytest.approx(49.5)
     assert len(opt.stamped) == 9 and all(st.step == 3 for st in opt.stamped)
@@ -78,8 +87,10 @@ def test_parse_kvonly_capture(kv):
     assert len(st) == 2 and all(r.depth == 2 and r.kernels == 2 for r in st)
     layer = next(r for r in kv.ranges if r.step == 2 and r.name == "layer0")
     assert layer.gpu_start == ks[1].start and layer.gpu_end == ks[11].end
-    # runtime launches with their driver call nested inside count once
+    # runtime launches with their driver call nested inside count once; the driver-only launches under a callback
+    # id the tracer does not list are launches by their kernel's correlation id
     assert next(r for r in kv.ranges if r.step == 2 and r.depth == 0).launched == 26
+    assert kv.info["launch_by_corr"] == 14 and kv.info["launch_by_corr_ids"] == "d9999"
 
 
 def test_unknown_records_and_keys_are_ignored():
@@ -87,6 +98,50 @@ def test_unknown_records_and_keys_are_ignored():
     text = text.replace(" stage=qkv ", " stage=qkv future_key=7 ")
     tl = T.parse_trace(text)
     assert len(tl.kernels) == 48 and tl.step_kernels(0)[1].stage == "qkv"
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels without their launch call (what CUPTI 13.0.1 gave on the H200 when asked by callback id)
+# ------------------------------------------------------------------------------------------------
+
+
+def _kernel_rows(tl):
+    return [(k.step, k.idx, k.name, k.stage, k.layer, k.start, k.end, k.corr, k.node) for k in tl.kernels]
+
+
+@pytest.mark.parametrize("with_calls, without_calls, order, sync, placed", [
+    (OPT, OPT_NOLAUNCH, "graph-order", 12, 72), (KV, KV_NOLAUNCH, "label-order", 26, 156)])
+def test_steps_without_launch_calls_are_the_same(with_calls, without_calls, order, sync, placed):
+    """No API record at all: the LABEL step's kernels are placed by its synchronized ranges, the rest by
+    correlation-id order (graph replays, or LABEL's count of one-by-one launches at a time); the steps,
+    stages, layers and times are those the launch calls give."""
+    ref, tl = T.parse_trace(with_calls.read_text()), T.parse_trace(without_calls.read_text())
+    assert _kernel_rows(tl) == _kernel_rows(ref)
+    assert tl.order == order and tl.info["launch_calls"] == 0 and tl.info["no_launch"] == tl.info["kernels"]
+    assert tl.info["placed_sync"] == sync and tl.info["placed_order"] == placed and tl.info["unassigned"] == 0
+    assert tl.info["order_found"] == tl.info["order_expected"] and tl.info["label_match"] == "index"
+    assert [r.launched for r in tl.ranges if r.depth == 0] == [sync] * 4
+    assert tl.info["launched_from"] == "label_kernels"
+    assert [(c.name, c.ok) for c in T.checks(tl)] == [(c.name, c.ok) for c in T.checks(ref)]
+    kernels = T.checks(tl)[0]
+    assert kernels.ok and "from the LABEL step's kernels" in kernels.text and "correlation-id order" in kernels.text
+    text = T.summarize(tl, top=3)
+    assert "note: " in text and "came without their launch call" in text and f"{sync} by the synchronized LABEL" in text
+    assert "0 runtime, 0 driver API records (asked for as cbids" in text
+    assert "without their launch call" not in T.summarize(ref, top=3)
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("order_conflicts", 3, "3 kernels start before their step began"),
+    ("order_mismatch", 1, "1 steps unlike the LABEL step"),
+    ("order_found", 5, "5 graph replays after LABEL, 6 expected"),
+    ("unassigned", 2, "2 kernel records placed nowhere or dropped")])
+def test_launch_order_problems_fail_the_kernels_check(key, value, words):
+    text = OPT_NOLAUNCH.read_text()
+    line = next(l for l in text.splitlines() if l.startswith("##GPT2D 1 trace "))
+    bad = T.parse_trace(text.replace(line, re.sub(rf" {key}=\d+ ", f" {key}={value} ", line)))
+    check = T.checks(bad)[0]
+    assert not check.ok and words in check.text, check.text
 
 
 # ------------------------------------------------------------------------------------------------
@@ -110,11 +165,11 @@ def test_demangle_lite(mangled, lite):
 
 def test_demangle_with_and_without_cxxfilt(monkeypatch):
     names = ["_ZN2gd11gelu_kernelEP13__nv_bfloat16m", "sm90_gemm"]
-    if T.shutil.which("c++filt"):
+    if trace_names.shutil.which("c++filt"):
         got = T.demangle(names)
         assert got["_ZN2gd11gelu_kernelEP13__nv_bfloat16m"] == "gd::gelu_kernel(__nv_bfloat16*, unsigned long)"
         assert got["sm90_gemm"] == "sm90_gemm"
-    monkeypatch.setattr(T.shutil, "which", lambda name: None)
+    monkeypatch.setattr(trace_names.shutil, "which", lambda name: None)
     assert T.demangle(names) == {names[0]: "gd::gelu_kernel", "sm90_gemm": "sm90_gemm"}
 
 
@@ -197,6 +252,17 @@ def test_checks_catch_what_is_off():
              for l in text.splitlines()]
     bad = {c.name: c for c in T.checks(T.parse_trace("\n".join(lines)))}
     assert not bad["stamps"].ok and "1 off by more than 5%" in bad["stamps"].text
+
+
+def test_stamps_check_counts_launches_without_stamps():
+    """A stamped launch whose kernel was not found, or one that found no free slot, fails the check."""
+    text = OPT.read_text()
+    lines = [l.replace(" idx=1 ", " idx=-1 ") if " stampdef slot=0 " in l else l for l in text.splitlines()
+             if " stamp slot=0 " not in l]
+    bad = {c.name: c for c in T.checks(T.parse_trace("\n".join(lines)))}["stamps"]
+    assert not bad.ok and "1 stamped launches without their kernel's stamps" in bad.text
+    bad = {c.name: c for c in T.checks(T.parse_trace(text.replace("stamp_missed=0", "stamp_missed=12")))}["stamps"]
+    assert not bad.ok and "12 launches found no free stamp slot" in bad.text
 
 
 def test_summary_text(opt, kv):
@@ -342,7 +408,7 @@ def fake_profile(tmp_path, monkeypatch):
 
 def test_run_trace_writes_everything(fake_profile, tmp_path, monkeypatch):
     wheel = tmp_path / "wheel"
-    monkeypatch.setattr(T, "cupti_wheel_dir", lambda: wheel)
+    monkeypatch.setattr(trace_run, "cupti_wheel_dir", lambda: wheel)
     monkeypatch.delenv(T.CUPTI_DIR_ENV, raising=False)
     out = tmp_path / "out"
     rep = T.run_trace(fake_profile, ["-e", "m.bin", "--trace", "--stamps"], out, timeout=60)
@@ -358,7 +424,7 @@ def test_run_trace_writes_everything(fake_profile, tmp_path, monkeypatch):
 
 
 def test_run_trace_keeps_a_given_cupti_dir(fake_profile, tmp_path, monkeypatch):
-    monkeypatch.setattr(T, "cupti_wheel_dir", lambda: tmp_path / "wheel")
+    monkeypatch.setattr(trace_run, "cupti_wheel_dir", lambda: tmp_path / "wheel")
     monkeypatch.setenv(T.CUPTI_DIR_ENV, "/mine")
     T.run_trace(fake_profile, [], tmp_path / "out", timeout=60)
     assert json.loads((tmp_path / "env.json").read_text())[T.CUPTI_DIR_ENV] == "/mine"
@@ -379,12 +445,39 @@ def test_run_trace_errors_are_one_line(fake_profile, tmp_path, monkeypatch, mode
     assert (tmp_path / "out" / "trace.stdout.txt").is_file()  # what it printed is kept
 
 
+def test_run_trace_on_the_h200_capture(fake_profile, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_TRACE_FILE", str(H200[0]))
+    with pytest.raises(ProfilingError, match="no kernel record of a measured step") as e:
+        T.run_trace(fake_profile, [], tmp_path / "out", timeout=60)
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "out" / "trace.stdout.txt").read_text() == H200[0].read_text()
+
+
+def test_run_trace_without_launch_calls(fake_profile, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_TRACE_FILE", str(OPT_NOLAUNCH))
+    rep = T.run_trace(fake_profile, [], tmp_path / "out", timeout=60)
+    assert rep.steps == 4 and len(rep.table) == 48 and rep.step_us == pytest.approx(50.0)
+    assert "check kernels: OK" in T.summarize(rep.timeline, 3, rep.notes)
+
+
 def test_parse_errors():
     with pytest.raises(ProfilingError, match="no trace records"):
         T.parse_trace("")
     empty = "\n".join(l for l in KV.read_text().splitlines() if " kernel " not in l)
     with pytest.raises(ProfilingError, match="holds no kernel of a measured step"):
         T.parse_trace(empty)
+
+
+@pytest.mark.parametrize("capture", H200, ids=lambda p: p.name)
+def test_h200_captures_without_kernel_records(capture):
+    """The real H200 captures (CUPTI 13.0.1, no launch call delivered): that executable printed no kernel
+    record, so no step can be rebuilt from them; the error names what is missing, in one line."""
+    assert len(H200) == 2
+    with pytest.raises(ProfilingError) as e:
+        T.parse_trace(capture.read_text())
+    msg = str(e.value)
+    assert "\n" not in msg and "no kernel record of a measured step" in msg
+    assert "1178 kernels and 0 launch calls" in msg and "printed no kernel records" in msg and "rebuild" in msg
 
 
 # ------------------------------------------------------------------------------------------------
@@ -412,13 +505,30 @@ def harness(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, fixture", [("graph", OPT), ("kvonly", KV)])
+@pytest.mark.parametrize("mode, fixture", [("graph", OPT), ("kvonly", KV), ("graph-nolaunch", OPT_NOLAUNCH),
+                                           ("kvonly-nolaunch", KV_NOLAUNCH)])
 def test_fixtures_are_what_the_record_writer_writes(harness, mode, fixture):
     """The synthetic captures are the executable's own format: regenerate them with
-    ``trace_harness graph > synthetic_optimized.txt`` (and ``kvonly``) when emit_trace changes."""
+    ``trace_harness graph > synthetic_optimized.txt`` (and the other modes: tests/fixtures/trace/README.md)
+    when emit_trace changes."""
     proc = subprocess.run([str(harness), mode], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == fixture.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, words", [
+    ("graph", "11..12 seen, 12 launched"), ("kvonly", "25..26 seen"),
+    ("graph-nolaunch", "1 steps unlike the LABEL step"),
+    ("kvonly-nolaunch", "155 kernels after LABEL, 156 expected")])
+def test_a_lost_kernel_record_fails_the_kernels_check(harness, mode, words):
+    """One kernel record of a measured step lost: with launch calls a step holds one kernel less; without
+    them the launch order no longer lines up with LABEL's (the executable's check and the driver's agree)."""
+    proc = subprocess.run([str(harness), mode, "drop"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    tl = T.parse_trace(proc.stdout)
+    kernels = T.checks(tl)[0]
+    assert tl.check["kernels_ok"] == 0 and not kernels.ok and words in kernels.text, kernels.text
 
 
 def _load(exe: Path, **env):
@@ -501,7 +611,7 @@ def cli_trace(fake_engine, fake_profile, tmp_path, monkeypatch):
     import shutil as sh
 
     sh.copy(fake_profile, fake_engine.bin_dir / "profile")
-    monkeypatch.setattr(T, "cupti_wheel_dir", lambda: None)
+    monkeypatch.setattr(trace_run, "cupti_wheel_dir", lambda: None)
     from click.testing import CliRunner
 
     from gpt2driver.cli import cli
@@ -535,6 +645,21 @@ def test_cli_trace_errors_are_one_line(cli_trace, monkeypatch, tmp_path, mode, w
     res = cli_trace("--out", str(tmp_path / "r"))
     assert res.exit_code != 0 and words in res.output
     assert len([l for l in res.output.splitlines() if l.strip()]) == 1, res.output
+
+
+def test_cli_trace_h200_capture_is_one_line(cli_trace, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_TRACE_FILE", str(H200[1]))
+    res = cli_trace("--out", str(tmp_path / "r"))
+    assert res.exit_code != 0 and "no kernel record of a measured step" in res.output
+    assert len([l for l in res.output.splitlines() if l.strip()]) == 1, res.output
+
+
+def test_cli_trace_without_launch_calls(cli_trace, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_TRACE_FILE", str(KV_NOLAUNCH))
+    res = cli_trace("--variant", "kvonly", "--steps", "4", "--out", str(tmp_path / "r"), "--top", "0")
+    assert res.exit_code == 0, res.output
+    assert "check kernels: OK" in res.output and "check step: OK" in res.output
+    assert "placed by the LABEL step's kernel count at a time" in res.output and "156 by" in res.output
 
 
 def test_cli_trace_usage(cli_trace):
