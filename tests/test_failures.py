@@ -298,3 +298,40 @@ def test_run_without_a_tokenizer_notes_it_in_one_short_line(runner, fake_engine,
     assert len(notes) == 1 and len(notes[0]) < 160, notes
     line = one_error(runner.invoke(cli, ["run", "--prompt", "hi"]), 1, "--tokenizer FILE")
     assert len(line) < 160
+
+
+# -- 6. a results folder that cannot be written: one line, before the first point ----------------
+
+
+def read_only(monkeypatch, what: str):
+    import errno
+
+    from gpt2driver.experiments import store
+
+    def refuse(*a, **kw):
+        raise OSError(errno.EROFS, "Read-only file system", a[0] if a else None)
+
+    if what == "probe":
+        monkeypatch.setattr(store.tempfile, "mkstemp", refuse)
+    else:
+        monkeypatch.setattr(store, what, refuse)
+
+
+@pytest.mark.parametrize("command", ["sweep", "bench"])
+def test_an_unwritable_results_folder_stops_before_the_first_point(runner, fake_engine, tmp_path,
+                                                                   monkeypatch, command):
+    out = tmp_path / "r"
+    out.mkdir()
+    read_only(monkeypatch, "probe")
+    args = (["sweep", "--out", str(out)] if command == "sweep"
+            else ["bench", "--no-hf", "-b", "1", "--out", str(out)])
+    one_error(runner.invoke(cli, args), 1, f"cannot write to the results directory {out}",
+              "Read-only file system")
+    assert fake_engine.calls() == []
+
+
+def test_a_later_write_error_is_one_line(runner, fake_engine, tmp_path, monkeypatch):
+    read_only(monkeypatch, "append_jsonl")
+    res = runner.invoke(cli, ["sweep", "--out", str(tmp_path / "r")])
+    one_error(res, 1, "cannot record a result in", "results.jsonl: Read-only file system")
+    assert len(fake_engine.calls()) == 1

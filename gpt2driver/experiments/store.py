@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
+from ..errors import ExperimentError
 from ..files.atomic import atomic_write_text
 from ..tables.printers import render
 from .summary import frame as sweep_frame
@@ -106,6 +108,20 @@ class ResultsStore:
         self.lock = threading.RLock()
         self.views = views or table_views(self.dir, sweep_frame)
 
+    def check_writable(self) -> None:
+        """ExperimentError unless the results directory can be made and written (its record
+        appended to, its views replaced): asked before the first point runs."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=self.dir)
+            os.close(fd)
+            os.unlink(probe)
+            with open(self.jsonl, "a"):
+                pass
+        except OSError as e:
+            raise ExperimentError(f"cannot write to the results directory {self.dir}: "
+                                  f"{e.strerror or e}") from None
+
     def rows(self) -> List[Row]:
         """Recorded rows, the latest per point id; a torn last line is ignored."""
         return latest(read_jsonl(self.jsonl))
@@ -121,10 +137,18 @@ class ResultsStore:
         if not rows:
             return
         with self.lock:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            append_jsonl(self.jsonl, rows)
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                append_jsonl(self.jsonl, rows)
+            except OSError as e:
+                raise ExperimentError(f"cannot record a result in {self.jsonl}: "
+                                      f"{e.strerror or e}") from None
             self.rewrite()
 
     def rewrite(self) -> None:
         with self.lock:
-            self.views(self.rows())
+            try:
+                self.views(self.rows())
+            except OSError as e:
+                where = getattr(e, "filename", None) or self.dir
+                raise ExperimentError(f"cannot write {where}: {e.strerror or e}") from None

@@ -117,10 +117,7 @@ def run_sweep(cfg: SweepConfig, out_dir: Path, cc: Optional[int] = None, dry_run
     store = ResultsStore(out_dir, table_views(Path(out_dir), view))
     if any(p["id"] not in store.ok_ids() for p in points):
         cc = build_mod.resolve_cc(cc or cfg.cc, ExperimentError)
-    try:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ExperimentError(f"cannot create results directory {out_dir}: {e.strerror or e}") from None
+    store.check_writable()
     runs_on.run(points, store, PointRunner(cc, cfg.timeout_s, jobs, bin_dir=bin_dir), labels, log)
     df = view(ordered_rows(store, order))
     report(df, Path(out_dir), fmt)

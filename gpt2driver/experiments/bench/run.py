@@ -131,8 +131,8 @@ class Bench:
             first, v, batches, precision=gpt2optim.PRECISION)] if self.trees else [])
         self.plan = {p["id"]: p for p in self.points + self.hf_points + self.g2o_points}
         self.out_dir = Path(opts.out) if opts.out else results_dir()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.store = ResultsStore(self.out_dir, self.views)
+        self.store.check_writable()
         self.done = self.store.ok_ids() & set(self.plan)
         self.recorded: List[str] = []
         self.cc, self.cc_reason = opts.cc, ""
