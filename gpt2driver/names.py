@@ -17,6 +17,10 @@ VARIANTS = ("naive", "kvonly", "optimized")
 PROGRAMS = VARIANTS + ("validate", "profile")
 CACHED_VARIANTS = ("kvonly", "optimized")
 
+# The oldest compute capability the engine builds for (the Makefile's check-config says the same).
+MIN_CC = 70
+MAX_CC = 999
+
 # Build precisions: the Makefile's PRECISION, the build directory's suffix in lower case.
 PRECISIONS = ("FP32", "FP16", "BF16")
 _DTYPE = {"FP32": "fp32", "FP16": "bf16", "BF16": "bf16"}  # checkpoint dtype a build reads

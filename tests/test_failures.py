@@ -335,3 +335,85 @@ def test_a_later_write_error_is_one_line(runner, fake_engine, tmp_path, monkeypa
     res = runner.invoke(cli, ["sweep", "--out", str(tmp_path / "r")])
     one_error(res, 1, "cannot record a result in", "results.jsonl: Read-only file system")
     assert len(fake_engine.calls()) == 1
+
+
+# -- 4. doctor: exit 1 when the main job cannot run here, and what bench and the tests use ---------
+
+
+def test_doctor_exits_1_naming_what_the_engine_lacks(runner, monkeypatch):
+    from gpt2driver import doctor
+    from gpt2driver.engine import build as build_mod
+
+    monkeypatch.setattr(build_mod, "detect_cc", lambda: (None, build_mod.NO_NVIDIA_SMI))
+    real_which = doctor.shutil.which
+    monkeypatch.setattr(doctor.shutil, "which",
+                        lambda name: None if name in ("nvcc", "nvidia-smi") else real_which(name))
+    monkeypatch.setenv("CUDA_HOME", "/nonexistent")
+    res = runner.invoke(cli, ["doctor"])
+    one_error(res, 1, "the engine cannot be built and run here: missing nvcc", "GPU")
+    names = [line.split("  ")[0] for line in res.output.splitlines()]
+    for row in ("make", "C++ compiler", "nvcc", "cuBLAS", "GPU", "torch", "transformers",
+                "tokenizer"):
+        assert row in names, (row, res.output)
+    assert "none found: nvidia-smi not found on PATH (no NVIDIA driver?)" in res.output
+
+
+def test_doctor_exits_0_when_everything_is_there(runner, monkeypatch):
+    from gpt2driver import doctor
+
+    monkeypatch.setattr(doctor, "doctor_report", lambda: [doctor.Check("nvcc", "/x/nvcc", True, True),
+                                                          doctor.Check("torch", "not installed", False)])
+    res = runner.invoke(cli, ["doctor"])
+    assert res.exit_code == 0 and "Error" not in res.output
+
+
+# -- 11. one range, one wording, one exit code for the same thing ----------------------------------
+
+
+@pytest.mark.parametrize("args", [["build", "--cc", "61"], ["run", "--cc", "10"],
+                                  ["sweep", "--cc", "52", "--dry-run"], ["profile", "--cc", "69"]])
+def test_cc_below_70_is_refused_as_the_makefile_does(runner, fake_engine, args):
+    one_error(runner.invoke(cli, args), 2, "Invalid value for '--cc'", "70<=x")
+
+
+def test_cc_in_configs_and_detected(tmp_path, monkeypatch):
+    from gpt2driver.engine import build as build_mod
+    from gpt2driver.errors import BuildError, ConfigError
+    from gpt2driver.experiments.configs import parse_config
+
+    with pytest.raises(ConfigError, match="cc: must be >= 70"):
+        parse_config({"cc": 61})
+    monkeypatch.setattr(build_mod, "detect_cc", lambda: (61, ""))
+    with pytest.raises(BuildError, match="compute capability 61 is older than the 70"):
+        build_mod.resolve_cc(None)
+
+
+def test_unknown_variants_are_usage_errors_everywhere(runner, fake_engine):
+    for args in (["compare", "--variants", "naive,fast"], ["bench", "--variants", "fast"],
+                 ["validate", "--variants", "naive"]):
+        one_error(runner.invoke(cli, args), 2, "is not one of")
+    assert fake_engine.calls() == []
+
+
+@pytest.mark.parametrize("flag", ["--max-abs", "--max-rmse"])
+def test_negative_tolerances_are_refused(runner, fake_engine, flag):
+    one_error(runner.invoke(cli, ["validate", flag, "-1"]), 2, f"Invalid value for '{flag}'")
+
+
+@pytest.mark.parametrize("spec", ["0,x", "", "-1", "0,0"])
+def test_gpus_syntax_is_checked_before_anything(runner, fake_engine, tmp_path, spec, monkeypatch):
+    from gpt2driver.experiments.executors import local
+
+    monkeypatch.setattr(local, "list_gpus", lambda: pytest.fail("nvidia-smi asked"))
+    res = runner.invoke(cli, ["sweep", "--gpus", spec, "--out", str(tmp_path / "r")])
+    one_error(res, 2, "Invalid value for '--gpus'")
+
+
+def test_no_gpu_is_worded_one_way(runner, monkeypatch, tmp_path):
+    from gpt2driver.engine import build as build_mod
+    from gpt2driver.experiments.executors import local
+
+    monkeypatch.setattr(build_mod.shutil, "which", lambda name: None)
+    monkeypatch.setattr(local.shutil, "which", lambda name: None)
+    for args in (["build"], ["run"], ["sweep", "--gpus", "all", "--out", str(tmp_path / "r")]):
+        one_error(runner.invoke(cli, args), 1, build_mod.NO_NVIDIA_SMI)

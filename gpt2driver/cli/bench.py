@@ -5,18 +5,10 @@ from __future__ import annotations
 import click
 
 from .. import names
-from ..errors import BadInput
-from ..experiments.bench.run import BenchOptions, parse_variants, run_bench
+from ..experiments.bench.run import BenchOptions, run_bench
 from ..experiments.summary import check_failed
 from ..tables.printers import render
-from .options import gpu_options, note, output_format
-
-
-def bench_variants(ctx, param, value):
-    try:
-        return parse_variants(value)
-    except BadInput as e:
-        raise click.BadParameter(str(e)) from None
+from .options import gpu_options, note, output_format, variants_callback
 
 
 def peer_options(f):
@@ -46,7 +38,8 @@ def peer_options(f):
               show_default=True, help="GPT-2 size of the random weights (made once, cached under "
                                       "$GPT2DRIVER_HOME/models); not with --checkpoint.")
 @click.option("--variants", default=",".join(names.VARIANTS), show_default=True,
-              callback=bench_variants, help="Comma-separated executables to time.")
+              callback=variants_callback(names.VARIANTS),
+              help="Comma-separated executables to time (naive, kvonly, optimized).")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
               help="Untimed generations of each executable first.")
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,

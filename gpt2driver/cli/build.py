@@ -6,12 +6,11 @@ import click
 
 from ..engine import build as build_mod
 from ..names import PROGRAMS
-from .options import PRECISION
+from .options import PRECISION, cc_option
 
 
 @click.command()
-@click.option("--cc", type=click.IntRange(min=10), default=None,
-              help="Compute capability, e.g. 90 [default: detected with nvidia-smi].")
+@cc_option
 @click.option("--precision", type=PRECISION, default="bf16", show_default=True,
               help="Precision of weights and activations.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,

@@ -8,7 +8,7 @@ from .. import names
 from ..experiments.summary import check_failed
 from ..experiments.compare import CompareOptions, ablation_options, compare_report, run_compare
 from .options import (ablate_option, bin_dir_option, engine_arg_option, gpu_options, note,
-                      output_format)
+                      output_format, variants_callback)
 
 
 @click.command()
@@ -18,7 +18,8 @@ from .options import (ablate_option, bin_dir_option, engine_arg_option, gpu_opti
 @click.option("--prompt-len", type=click.IntRange(min=1), default=1, show_default=True,
               help="Synthetic prompt length.")
 @click.option("--variants", default=",".join(names.VARIANTS), show_default=True,
-              help="Comma-separated variants to compare.")
+              callback=variants_callback(names.VARIANTS),
+              help="Comma-separated variants to compare (naive, kvonly, optimized).")
 @click.option("--ablations", is_flag=True,
               help="The ablation table: optimized with all on and with each switch off alone "
                    f"({', '.join(names.ABLATIONS)}), tokens/s as a ratio to all on.")
@@ -40,7 +41,7 @@ def compare(batch, gen, prompt_len, variants, ablations, ablate, warmup, repeat,
     --ablations (or --ablate NAME) it times optimized with its speed tricks switched off instead
     and prints each as a ratio of tokens/s to all on.
     """
-    variant_list = [v.strip() for v in variants.split(",") if v.strip()]
+    variant_list = list(variants)
     if ablations or ablate:
         variant_list = ["optimized"]
     opts = CompareOptions(variant_list, batch, gen, prompt_len, warmup, repeat, precision,

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import click
 
-from ..doctor import doctor_report
+from .. import doctor as checks
+from ..errors import DriverError
 
 
 @click.command()
 def doctor():
-    """Check the toolchain, GPU, cuBLAS, profilers and what is built."""
-    for name, status in doctor_report():
-        click.echo(f"{name:20} {status}")
+    """Check make, the compilers, cuBLAS, the GPU, profilers, Python packages, the tokenizer and
+    what is built. Exits 1 when the executables cannot be built and run here, naming what is
+    missing."""
+    rows = checks.doctor_report()
+    for r in rows:
+        click.echo(f"{r.name:20} {r.status}")
+    missing = checks.blocking(rows)
+    if missing:
+        raise DriverError(f"the engine cannot be built and run here: missing {', '.join(missing)} "
+                          f"(see above)")

@@ -27,6 +27,25 @@ class Timeout(click.ParamType):
 
 
 TIMEOUT = Timeout()
+CC = click.IntRange(min=names.MIN_CC, max=names.MAX_CC)
+CC_HELP = (f"Compute capability as major*10+minor, e.g. 90 for H100, 80 for A100 ({names.MIN_CC} or "
+           f"newer, as the Makefile needs)")
+
+
+def cc_option(f):
+    return click.option("--cc", type=CC, default=None,
+                        help=f"{CC_HELP} [default: detected with nvidia-smi].")(f)
+
+
+def variants_callback(allowed):
+    """A click callback: comma-separated names of ``allowed`` (a usage error, exit 2, for an
+    unknown one), in the given order, each once."""
+    def check(ctx, param, value):
+        try:
+            return names.choices(allowed, value)
+        except BadInput as e:
+            raise click.BadParameter(str(e)) from None
+    return check
 
 
 def gpu_options(f):
@@ -36,8 +55,7 @@ def gpu_options(f):
                           f"({preflight.TIMEOUT_MIN_S:g} to {preflight.TIMEOUT_MAX_S:g}).")(f)
     f = click.option("--checkpoint", "-e", type=click.Path(exists=True, dir_okay=False),
                      help="llm.c checkpoint [default: random GPT-2 124M, generated on first use].")(f)
-    f = click.option("--cc", type=click.IntRange(min=10), default=None,
-                     help="Compute capability, e.g. 90 for H100 [default: detected].")(f)
+    f = cc_option(f)
     f = click.option("--precision", type=PRECISION, default="bf16", show_default=True,
                      help="Build precision of the executables.")(f)
     return f

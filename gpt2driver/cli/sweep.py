@@ -6,18 +6,28 @@ from pathlib import Path
 
 import click
 
-from ..errors import ConfigError
+from ..errors import BadInput, ConfigError
 from ..experiments.configs import default_config, load_config
-from ..experiments.executors.local import parse_gpus
+from ..experiments.executors.local import gpu_spec, parse_gpus
 from ..experiments.executors.slurm_cmd import SlurmOptions
 from ..experiments.summary import check_failed
 from ..experiments.sweep import run_sweep
 from ..paths import results_root
-from .options import bin_dir_option, given, output_format
+from .options import bin_dir_option, cc_option, given, output_format
 
 SLURM_ONLY = {"partition": "--partition", "gres": "--gres", "time_limit": "--time",
               "slurm_opt": "--slurm-opt", "max_tasks": "--max-tasks",
               "max_running": "--max-running", "poll_s": "--poll"}
+
+
+def gpus_callback(ctx, param, value):
+    """--gpus: its syntax checked at once (a usage error); the GPUs are listed when it runs."""
+    if value is not None:
+        try:
+            gpu_spec(value)
+        except BadInput as e:
+            raise click.BadParameter(str(e)) from None
+    return value
 
 
 def check_executor(ctx: click.Context, executor: str, gpus) -> None:
@@ -33,12 +43,13 @@ def check_executor(ctx: click.Context, executor: str, gpus) -> None:
               help="Sweep config YAML [default: configs/gpt2_optim.yaml].")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Results directory [default: results/<config name>/ in the repository].")
-@click.option("--cc", type=click.IntRange(min=10), default=None, help="Compute capability [detected].")
+@cc_option
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Parallel make jobs.")
 @click.option("--dry-run", is_flag=True, help="List the points (and which are done); run nothing.")
-@click.option("--gpus", default=None, metavar="all|0,1,...",
-              help="Run on these GPUs (nvidia-smi -L indices), one worker per GPU, each point on "
-                   "one GPU at a time [default: one point after the other on the default GPU].")
+@click.option("--gpus", default=None, metavar="all|0,1,...", callback=gpus_callback,
+              help="Run on these GPUs: 'all', or indices as nvidia-smi -L numbers them, "
+                   "comma-separated (0,1); one worker per GPU, each point on one GPU at a time "
+                   "[default: one point after the other on the default GPU].")
 @click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
               help="slurm: submit the unfinished points as a Slurm job array (sbatch) and gather "
                    "the results.")

@@ -7,15 +7,7 @@ import click
 from .. import names
 from ..engine.generate import validate as run_validate, validation_passed
 from ..tables.validation import validation_report
-from .options import ablation, bin_dir_option, gpu_options, note
-
-
-def variant_list(ctx, param, value: str) -> str:
-    got = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [v for v in got if v not in names.CACHED_VARIANTS]
-    if bad or not got:
-        raise click.BadParameter(f"{(bad or [''])[0]!r} is not one of kvonly, optimized")
-    return ",".join(got)
+from .options import ablation, bin_dir_option, gpu_options, note, variants_callback
 
 
 @click.command()
@@ -24,12 +16,15 @@ def variant_list(ctx, param, value: str) -> str:
               help="Steps checked.")
 @click.option("--prompt-len", type=click.IntRange(min=1), default=None,
               help="Synthetic prompt length [one EOT token].")
-@click.option("--variants", default="kvonly,optimized", show_default=True, callback=variant_list,
+@click.option("--variants", default="kvonly,optimized", show_default=True, callback=variants_callback(names.CACHED_VARIANTS),
               help="Cached variants checked against naive.")
-@click.option("--max-abs", type=float, default=None, help="Max |logit difference| [by precision].")
-@click.option("--max-rmse", type=float, default=None, help="Max per-step logit RMSE [by precision].")
+@click.option("--max-abs", type=click.FloatRange(min=0), default=None,
+              help="Max |logit difference| allowed at any step, >= 0 [by precision].")
+@click.option("--max-rmse", type=click.FloatRange(min=0), default=None,
+              help="Max per-step RMSE of the logits, >= 0 [by precision].")
 @click.option("--min-match", type=click.FloatRange(0, 1), default=None,
-              help="Min fraction of argmax agreement [by precision].")
+              help="Min fraction of (step, row) pairs whose argmax agrees with naive, 0 to 1 "
+                   "[by precision].")
 @click.option("--worst", type=click.IntRange(min=0), default=5, show_default=True,
               help="Worst steps shown per variant.")
 @click.option("--ablate", default="none", show_default=True, metavar="NAME[+NAME]",
@@ -44,7 +39,7 @@ def validate(batch, gen, prompt_len, variants, max_abs, max_rmse, min_match, wor
     are compared with naive's at every step (max |diff|, RMSE, argmax agreement). Exits 0 on PASS, 1 on FAIL (the validate executable's code).
     """
     tolerances = {"--max-abs": max_abs, "--max-rmse": max_rmse, "--min-match": min_match}
-    res = run_validate(batch, gen, prompt_len, variants, tolerances, precision, cc, checkpoint,
+    res = run_validate(batch, gen, prompt_len, ",".join(variants), tolerances, precision, cc, checkpoint,
                        timeout, note, ablate=ablation(ablate), bin_dir=bin_dir)
     click.echo(validation_report(res, worst))
     ok = validation_passed(res)

@@ -26,11 +26,14 @@ class BuildResult:
     output: str = ""
 
 
+NO_NVIDIA_SMI = "nvidia-smi not found on PATH (no NVIDIA driver?)"  # the one wording of "no GPU"
+
+
 def detect_cc() -> Tuple[Optional[int], str]:
     """(compute capability as an int such as 90, "") of GPU 0, or (None, reason)."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
-        return None, "nvidia-smi not found on PATH (no NVIDIA driver?)"
+        return None, NO_NVIDIA_SMI
     try:
         proc = subprocess.run([exe, "--query-gpu=compute_cap", "--format=csv,noheader"],
                               capture_output=True, text=True, timeout=30)
@@ -185,10 +188,14 @@ def no_cc_message(reason: str) -> str:
 
 
 def resolve_cc(cc: Optional[int], error: Type[DriverError] = BuildError) -> int:
-    """The given compute capability, or GPU 0's (nvidia-smi); ``error`` saying how to give it."""
+    """The given compute capability, or GPU 0's (nvidia-smi); ``error`` saying how to give it,
+    or that the GPU is older than the engine supports."""
     if cc is not None:
         return cc
     found, reason = detect_cc()
     if found is None:
         raise error(no_cc_message(reason))
+    if found < names.MIN_CC:
+        raise error(f"the GPU's compute capability {found} is older than the {names.MIN_CC} the "
+                    f"engine needs")
     return found

@@ -259,7 +259,7 @@ def parse_config(data: Any, default_name: str = "sweep") -> SweepConfig:
     if data.get("exclude") is not None:
         cfg.exclude = _exclude(data["exclude"])
     if data.get("cc") is not None:
-        cfg.cc = _int("cc", data["cc"], 10)
+        cfg.cc = _int("cc", data["cc"], names.MIN_CC)
     if data.get("copy_gbps") is not None:
         cfg.copy_gbps = _copy_gbps(data["copy_gbps"])
     if data.get("profile") is not None:

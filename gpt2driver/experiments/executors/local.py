@@ -14,9 +14,10 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
-from ...errors import ExperimentError, Interrupted
+from ...engine.build import NO_NVIDIA_SMI
+from ...errors import BadInput, ExperimentError, Interrupted
 from ...tables.views import point_label, progress_line
 from ..pointrunner import PointRunner
 from ..store import ResultsStore
@@ -29,7 +30,7 @@ def list_gpus() -> List[Tuple[int, str]]:
     """(index, name) of each GPU ``nvidia-smi -L`` lists (MIG instances are not listed)."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
-        raise ExperimentError("nvidia-smi not found on PATH: cannot list the GPUs for --gpus")
+        raise ExperimentError(f"cannot list the GPUs for --gpus: {NO_NVIDIA_SMI}")
     try:
         proc = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -46,24 +47,35 @@ def list_gpus() -> List[Tuple[int, str]]:
     return gpus
 
 
-def parse_gpus(spec: str) -> List[int]:
-    """``all`` (every GPU nvidia-smi -L lists) or comma-separated nvidia-smi indices."""
+def gpu_spec(spec: str) -> Union[str, List[int]]:
+    """The syntax of --gpus alone: ``"all"``, or the list of comma-separated indices; BadInput
+    for anything else (checked before nvidia-smi is asked)."""
     text = str(spec).strip().lower()
-    listed = list_gpus()
-    known = [i for i, _ in listed]
     if text == "all":
-        if not known:
-            raise ExperimentError("--gpus all: nvidia-smi -L lists no GPU")
-        return known
+        return text
     try:
         ids = [int(x) for x in text.replace(" ", "").split(",") if x != ""]
     except ValueError:
-        raise ExperimentError(f"--gpus: expected 'all' or GPU indices such as 0,1; "
-                         f"got {spec!r}") from None
+        raise BadInput(f"expected 'all' or GPU indices such as 0,1; got {spec!r}") from None
     if not ids or any(i < 0 for i in ids):
-        raise ExperimentError(f"--gpus: expected 'all' or GPU indices such as 0,1; got {spec!r}")
+        raise BadInput(f"expected 'all' or GPU indices such as 0,1; got {spec!r}")
     if len(set(ids)) != len(ids):
-        raise ExperimentError(f"--gpus: a GPU is listed twice in {spec!r} (one worker per GPU)")
+        raise BadInput(f"a GPU is listed twice in {spec!r} (one worker per GPU)")
+    return ids
+
+
+def parse_gpus(spec: str) -> List[int]:
+    """``all`` (every GPU nvidia-smi -L lists) or comma-separated nvidia-smi indices."""
+    try:
+        ids = gpu_spec(spec)
+    except BadInput as e:
+        raise ExperimentError(f"--gpus: {e}") from None
+    listed = list_gpus()
+    known = [i for i, _ in listed]
+    if ids == "all":
+        if not known:
+            raise ExperimentError("--gpus all: nvidia-smi -L lists no GPU")
+        return known
     unknown = [i for i in ids if i not in known]
     if unknown:
         have = ", ".join(f"{i} ({n})" for i, n in listed) or "none"
