@@ -12,6 +12,20 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def require_checkout() -> Path:
+    """The repository root, when the package runs from a checkout (editable install): the
+    Makefile, csrc/ and configs/ are there. DriverError in one line otherwise (``pip install .``
+    copies the package alone)."""
+    from .errors import DriverError
+
+    root = repo_root()
+    missing = [n for n in ("Makefile", "csrc", "configs") if not (root / n).exists()]
+    if missing:
+        raise DriverError(f"this gpt2driver is installed without its repository (no {missing[0]} in "
+                          f"{root}): install it from a checkout with pip install -e <checkout>")
+    return root
+
+
 def build_root() -> Path:
     """Where the build directories live: $GPT2DRIVER_BUILD_DIR, else <repo>/build."""
     base = os.environ.get("GPT2DRIVER_BUILD_DIR")

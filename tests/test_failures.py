@@ -417,3 +417,90 @@ def test_no_gpu_is_worded_one_way(runner, monkeypatch, tmp_path):
     monkeypatch.setattr(local.shutil, "which", lambda name: None)
     for args in (["build"], ["run"], ["sweep", "--gpus", "all", "--out", str(tmp_path / "r")]):
         one_error(runner.invoke(cli, args), 1, build_mod.NO_NVIDIA_SMI)
+
+
+# -- 13. installed without the repository: one line saying to install with -e --------------------
+
+
+@pytest.mark.parametrize("args", [["build", "--cc", "90"], ["sweep", "--dry-run"]])
+def test_a_copy_without_the_repository_says_to_install_editable(runner, monkeypatch, tmp_path,
+                                                                args):
+    from gpt2driver import paths
+
+    monkeypatch.setattr(paths, "repo_root", lambda: tmp_path / "site-packages")
+    one_error(runner.invoke(cli, args), 1, "installed without its repository (no Makefile in",
+              "pip install -e")
+
+
+# -- 14. profile's copy bandwidth: measured as bench does, or given; never an H100's figure -------
+
+
+def test_profile_measures_the_copy_bandwidth_or_says_it_could_not(runner, fake_engine, tmp_path,
+                                                                 monkeypatch):
+    from gpt2driver.errors import BenchError
+    from gpt2driver.experiments import floor
+
+    bw = {"gbps": 4200.0, "gbps_min": 4100.0, "gbps_max": 4300.0, "nbytes": 1 << 30,
+          "repeat": 20, "device": "NVIDIA H200"}
+    monkeypatch.setattr(floor, "measure_copy_bandwidth", lambda: bw)
+    res = runner.invoke(cli, ["profile", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "copy bandwidth: 4200 GB/s on NVIDIA H200 (measured: torch copy of 1024 MiB" in res.output
+    assert "of the copy bandwidth (4200 GB/s)" in res.output and "3000" not in res.output
+    res = runner.invoke(cli, ["profile", "--out", str(tmp_path), "--copy-gbps", "1234"])
+    assert "copy bandwidth: 1234 GB/s (given with --copy-gbps)" in res.output
+    assert "of the copy bandwidth (1234 GB/s)" in res.output
+
+    def no_torch():
+        raise BenchError("torch is not installed (pip install torch)")
+
+    monkeypatch.setattr(floor, "measure_copy_bandwidth", no_torch)
+    res = runner.invoke(cli, ["profile", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "copy bandwidth: not measured (torch is not installed" in res.output
+    assert "% of the copy bandwidth (" not in res.output
+
+
+# -- 15. bench without Hugging Face shows no Hugging Face; titled plots; the README's variables ---
+
+
+def test_bench_no_hf_prints_no_hugging_face(runner, fake_engine, tmp_path):
+    res = runner.invoke(cli, ["bench", "--no-hf", "-b", "1", "-n", "4", "--copy-gbps", "1000",
+                              "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "Hugging Face" not in res.output and "HF" not in res.output, res.output
+    assert "vs naive" in res.output
+
+
+def test_sweep_and_bench_plots_have_a_title(runner, fake_engine, tmp_path, monkeypatch):
+    from gpt2driver.experiments import sweep
+    from gpt2driver.experiments.bench import run as bench_run
+
+    titles = []
+
+    def fake_plot(df, path, title=None):
+        titles.append(title)
+
+    monkeypatch.setattr(sweep, "plot", fake_plot)
+    monkeypatch.setattr(bench_run, "plot", fake_plot)
+    cfg = tmp_path / "mini.yaml"
+    cfg.write_text("name: mini\nvariants: [naive]\nbatch: [1]\ngen: [4]\nrepeat: 1\n")
+    assert runner.invoke(cli, ["sweep", "--config", str(cfg), "--out", str(tmp_path / "r")]).exit_code == 0
+    assert runner.invoke(cli, ["bench", "--no-hf", "-b", "1", "-n", "4", "--out",
+                               str(tmp_path / "b")]).exit_code == 0
+    assert titles == ["sweep mini: tokens/s against B on Fake GPU 80GB",
+                      "bench: gpt2, tokens/s against B on Fake GPU 80GB"]
+
+
+def test_readme_names_every_environment_variable_the_driver_reads():
+    import re
+
+    from buildutil import REPO_ROOT
+
+    code = "\n".join(p.read_text() for p in (REPO_ROOT / "gpt2driver").rglob("*.py"))
+    read = set(re.findall(r"GPT2DRIVER_[A-Z_]+", code))
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert read >= {"GPT2DRIVER_HOME", "GPT2DRIVER_BUILD_DIR", "GPT2DRIVER_TOKENIZER"}
+    section = readme.split("## Environment variables", 1)[1].split("\n## ", 1)[0]
+    for name in sorted(read) + ["CUDA_HOME", "CUBLAS_HOME"]:
+        assert f"`{name}`" in section, name

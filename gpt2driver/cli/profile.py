@@ -6,7 +6,7 @@ import click
 
 from ..names import ABLATIONS, PROFILE_TOOLS
 from ..profilers import session
-from ..profilers.common import DEFAULT_COPY_GBPS, split_list
+from ..profilers.common import split_list
 from ..tables.printers import render, write_out
 from .options import ablation, given, gpu_options, note
 
@@ -40,8 +40,9 @@ from .options import ablation, given, gpu_options, note
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
               help="Rows shown in the printed table (0 = all).")
 @click.option("--copy-gbps", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Copy bandwidth (GB/s) that achieved bandwidth is compared with [3000: the H100 "
-                   "copy bandwidth measured on our device, docs/perf-notes.md]; give your GPU's.")
+              help="Copy bandwidth (GB/s, bytes read + written) that achieved bandwidth is "
+                   "compared with [measured on this GPU with torch, as bench does; without torch "
+                   "and CUDA no % of it].")
 @click.option("--by", type=click.Choice(["kernel", "stage"]), default="kernel", show_default=True,
               help="ncu: one row per kernel, or per NVTX stage (qkv, attn, fc, ...).")
 @click.option("--metrics", help="ncu: comma-separated metrics [time, DRAM bytes and throughput, "
@@ -73,7 +74,7 @@ def profile(tool, variant, batch, steps, warmup, prompt_len, config_path, out_ba
     ctx = click.get_current_context()
     opts = session.ProfileOptions(
         tool, variant, batch or (1,), steps, warmup, prompt_len, out_base, top,
-        copy_gbps or DEFAULT_COPY_GBPS, by, split_list(metrics), split_list(sections),
+        copy_gbps, by, split_list(metrics), split_list(sections),
         clock_control, kernel_regex, launch_count, phase, precision, cc, checkpoint, timeout,
         ablation(ablate))
     if config_path:
@@ -82,8 +83,9 @@ def profile(tool, variant, batch, steps, warmup, prompt_len, config_path, out_ba
     if problem:
         raise click.UsageError(problem)
     opts = session.for_phase(opts, given(ctx))
-    quiet_stdout = "-" in (json_path, csv_path)
-    done = session.run_profile(opts, note if quiet_stdout else click.echo)
+    say = note if "-" in (json_path, csv_path) else click.echo
+    opts = session.with_copy_bandwidth(opts)
+    done = session.run_profile(opts, say)
     frame = session.table(done, opts.copy_gbps)
     for path, fmt in ((json_path, "json"), (csv_path, "csv")):
         if path:

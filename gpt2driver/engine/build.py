@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple, Type
 from .. import names
 from ..errors import BadInput, BuildError, DriverError
 from ..names import PROGRAMS
-from ..paths import build_root, repo_root
+from ..paths import build_root, require_checkout
 
 
 @dataclass
@@ -151,12 +151,13 @@ def run_make(cmd: List[str], cwd: Path, quiet: bool = True, keep: int = 40) -> T
 def make_build(cc: int, precision: str, jobs: Optional[int] = None,
                quiet: bool = False) -> BuildResult:
     """Run make (it decides what is stale); report which executables changed."""
+    root = require_checkout()
     out_dir = build_dir(cc, precision)
     cmd = make_command(cc, precision, jobs)
     if shutil.which(cmd[0]) is None:
         raise BuildError("make not found on PATH: install build tools (make, nvcc)")
     before = _mtimes(out_dir)
-    rc, output = run_make(cmd, repo_root(), quiet)
+    rc, output = run_make(cmd, root, quiet)
     if rc != 0:
         raise BuildError(failure_message(rc, cmd, output, shown=not quiet), cause=make_cause(output))
     after = _mtimes(out_dir)

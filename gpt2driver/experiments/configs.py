@@ -37,7 +37,7 @@ from .. import names
 from ..engine import preflight
 from ..errors import BadInput, ConfigError
 from ..names import PRECISIONS, PROFILE_TOOLS, VARIANTS
-from ..paths import configs_dir
+from ..paths import configs_dir, require_checkout
 from ..tables.rows import POINT_FIELDS
 
 DEFAULT_CONFIG = "gpt2_optim"
@@ -73,6 +73,7 @@ class SweepConfig:
 
 
 def config_path(name: str) -> Path:
+    require_checkout()
     return configs_dir() / f"{name}.yaml"
 
 

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from ..engine import build as build_mod
 from ..errors import BenchError, ExperimentError
-from ..tables.plot import plot
+from ..tables.plot import plot, plot_title
 from ..tables.printers import render
 from ..tables.views import ablation_table, curve_table, header_fields, point_label, sweep_table
 from . import floor
@@ -65,11 +65,11 @@ def copy_bandwidth(value: Union[None, float, str], log: Log) -> Optional[float]:
     return bw["gbps"]
 
 
-def report(df, out_dir: Path, fmt: str = "markdown") -> None:
+def report(df, out_dir: Path, fmt: str = "markdown", name: str = "sweep") -> None:
     """The end of a sweep on stdout: the table (and the ablation table when the sweep has
-    ablations), the plot, the files."""
+    ablations), the plot (titled with the config's name and the GPU), the files."""
     png = Path(out_dir) / "tokens_per_s.png"
-    note = plot(df, png)
+    note = plot(df, png, plot_title(f"sweep {name}: tokens/s against B", df))
     if fmt != "markdown":
         print(render(df, fmt), end="")
         return
@@ -120,5 +120,5 @@ def run_sweep(cfg: SweepConfig, out_dir: Path, cc: Optional[int] = None, dry_run
     store.check_writable()
     runs_on.run(points, store, PointRunner(cc, cfg.timeout_s, jobs, bin_dir=bin_dir), labels, log)
     df = view(ordered_rows(store, order))
-    report(df, Path(out_dir), fmt)
+    report(df, Path(out_dir), fmt, cfg.name)
     return df

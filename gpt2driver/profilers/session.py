@@ -11,12 +11,12 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 from .. import names
 from ..engine import build as build_mod
 from ..engine import preflight
-from ..errors import ConfigError
+from ..errors import BenchError, ConfigError
+from ..experiments import floor
 from ..files import models
 from ..paths import results_root
 from . import builtin, ncu, nsys, trace
-from .common import (DEFAULT_COPY_GBPS, ProfileReport, profile_args, require_tool, results_dir,
-                     save_report)
+from .common import ProfileReport, profile_args, require_tool, results_dir, save_report
 from .tables import combined_frame, summarize
 
 NCU_ONLY = ("by", "metrics", "sections", "clock_control", "kernel_regex", "launch_count")
@@ -32,7 +32,7 @@ class ProfileOptions:
     prompt_len: Optional[int] = None
     out_base: Optional[str] = None
     top: int = 10
-    copy_gbps: float = DEFAULT_COPY_GBPS
+    copy_gbps: Optional[float] = None  # None: measured (with_copy_bandwidth), or unknown
     by: str = "kernel"
     metrics: List[str] = field(default_factory=list)
     sections: List[str] = field(default_factory=list)
@@ -45,6 +45,7 @@ class ProfileOptions:
     checkpoint: Optional[str] = None
     timeout: float = 600.0
     ablate: str = names.ALL_ON
+    copy_note: str = ""  # where copy_gbps comes from, said with the first summary
 
 
 def with_config(o: ProfileOptions, config_path: str, given: Set[str]) -> ProfileOptions:
@@ -86,6 +87,22 @@ def for_phase(o: ProfileOptions, given: Set[str]) -> ProfileOptions:
         return o
     return replace(o, steps=o.steps if "steps" in given else 1,
                    warmup=o.warmup if "warmup" in given else 0)
+
+
+def with_copy_bandwidth(o: ProfileOptions) -> ProfileOptions:
+    """The copy bandwidth the achieved bandwidth is put against: --copy-gbps as given, else
+    measured on this GPU as bench measures it (torch, a 1 GiB device copy); None when it cannot
+    be measured (no % of the copy bandwidth then). ``copy_note`` says which."""
+    if o.copy_gbps:
+        return replace(o, copy_note=f"copy bandwidth: {o.copy_gbps:.0f} GB/s (given with "
+                                    f"--copy-gbps)")
+    try:
+        bw = floor.measure_copy_bandwidth()
+    except BenchError as e:
+        return replace(o, copy_note=f"copy bandwidth: not measured ({e}): no % of the copy "
+                                    f"bandwidth; give --copy-gbps")
+    return replace(o, copy_gbps=bw["gbps"], copy_note=f"copy bandwidth: {bw['gbps']:.0f} GB/s on "
+                                                      f"{bw['device']} ({floor.copy_source(bw)})")
 
 
 def headline(rep: ProfileReport, variant: str, batch: int) -> str:
@@ -135,12 +152,14 @@ def run_profile(o: ProfileOptions, say) -> List[Tuple[Dict[str, object], Profile
                 else summarize(rep, o.copy_gbps, o.top))
         text = "\n".join([headline(rep, o.variant, b), body])
         save_report(rep, text)
+        if o.copy_note and not done:
+            say(o.copy_note)
         say(text)
         say(f"files: {rep.out_dir}")
         done.append(({"tool": o.tool, "variant": o.variant, "batch": b, "phase": o.phase}, rep))
     return done
 
 
-def table(done, copy_gbps: float):
+def table(done, copy_gbps: Optional[float]):
     """Every report's table in one DataFrame, each row tagged (for --csv / --json)."""
     return combined_frame(done, copy_gbps)

@@ -156,6 +156,13 @@ def format_table(df, top: int = 10, unit: str = "step") -> str:
     return markdown(rows.to_dict("records"), cols, empty="")
 
 
+def of_copy(gbps: float, copy_gbps: Optional[float]) -> str:
+    """`` = 41.0% of the copy bandwidth (3000 GB/s)``; nothing when the copy bandwidth is unknown."""
+    if not copy_gbps:
+        return ""
+    return f" = {gbps / copy_gbps * 100:.1f}% of the copy bandwidth ({copy_gbps:.0f} GB/s)"
+
+
 def summarize(report: ProfileReport, copy_gbps: float = DEFAULT_COPY_GBPS, top: int = 10) -> str:
     """Top rows, their share of the step, and achieved bandwidth against the copy bandwidth."""
     df = with_ceiling(report.table, copy_gbps)
@@ -183,16 +190,14 @@ def summarize(report: ProfileReport, copy_gbps: float = DEFAULT_COPY_GBPS, top: 
         if total_ns > 0:
             gbps = total_bytes / total_ns
             lines.append(f"DRAM traffic {total_bytes / max(report.steps, 1) / 1e6:.1f} MB/{unit} at "
-                         f"{gbps:.0f} GB/s over the kernel time = {gbps / copy_gbps * 100:.1f}% of "
-                         f"the copy bandwidth ({copy_gbps:.0f} GB/s)")
+                         f"{gbps:.0f} GB/s over the kernel time{of_copy(gbps, copy_gbps)}")
     weights = report.result.memory.get("weights_bytes")
     wall_us = report.step_us or (kernel_us if report.tool != "builtin" else None)
     if isinstance(weights, (int, float)) and weights > 0 and wall_us and not has_bytes and unit == "step":
         gbps = weights / (wall_us * 1e3)
         basis = "step time" if report.step_us else "kernel time"
         lines.append(f"weights ({weights / 1e6:.0f} MB, read once a step) / {basis}: at least "
-                     f"{gbps:.0f} GB/s = {gbps / copy_gbps * 100:.1f}% of the copy bandwidth "
-                     f"({copy_gbps:.0f} GB/s)")
+                     f"{gbps:.0f} GB/s{of_copy(gbps, copy_gbps)}")
     lines += [f"note: {note}" for note in report.notes]
     return "\n".join(lines)
 

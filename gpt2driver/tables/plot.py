@@ -12,9 +12,15 @@ from .rows import varying
 NO_MATPLOTLIB = "matplotlib is not installed: no plot (pip install 'gpt2driver[plot]')"
 
 
-def plot(df, path: Path) -> Optional[str]:
-    """Write the plot of the ok rows to ``path``; a note instead of a plot when matplotlib is
-    absent or nothing succeeded, None when written."""
+def plot_title(what: str, df) -> str:
+    """``<what> on <GPU>`` (the GPUs of the ok rows; several joined by commas)."""
+    gpus = [] if df.empty or "gpu" not in df else sorted({g for g in df["gpu"].dropna() if g})
+    return f"{what} on {', '.join(gpus)}" if gpus else what
+
+
+def plot(df, path: Path, title: Optional[str] = None) -> Optional[str]:
+    """Write the plot of the ok rows to ``path`` (``title`` above it); a note instead of a plot
+    when matplotlib is absent or nothing succeeded, None when written."""
     try:
         import matplotlib
 
@@ -49,6 +55,8 @@ def plot(df, path: Path) -> Optional[str]:
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
     axes[0][0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -67,10 +67,13 @@ def bench_table(df) -> str:
     records = df.to_dict("records")
     cols = [Column("variant", "variant", align="left"), Column("batch", "B"),
             Column("tokens_per_s_median", "tok/s median (min–max)", _tps_range),
-            Column("step_ms", "step ms", "{:.4f}"), Column("vs_naive", "vs naive", "{:.2f}x"),
-            Column("vs_hf_eager", "vs HF eager", "{:.2f}x"),
-            Column("vs_hf_compiled", "vs HF compiled", "{:.2f}x"),
-            Column("floor_pct", "% of floor", "{:.1f} %")]
+            Column("step_ms", "step ms", "{:.4f}"), Column("vs_naive", "vs naive", "{:.2f}x")]
+    peers = {r.get("variant") for r in records}
+    if names.HF_EAGER in peers:
+        cols.append(Column("vs_hf_eager", "vs HF eager", "{:.2f}x"))
+    if names.HF_COMPILED in peers:
+        cols.append(Column("vs_hf_compiled", "vs HF compiled", "{:.2f}x"))
+    cols.append(Column("floor_pct", "% of floor", "{:.1f} %"))
     if any(r.get("timed_by") == names.TIMED_BY_GPT2OPTIM for r in records):
         cols.append(Column("timed_by", "timed by", align="left"))
     cols.append(Column("status", "status", status_cell(110), align="left"))

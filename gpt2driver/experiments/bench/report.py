@@ -18,11 +18,11 @@ def format_header(meta: Dict[str, Any]) -> str:
     first line saying so while the run is not complete)."""
     hf_warmup = meta.get("hf_warmup")
     hf_eager_warmup = min(hf_warmup, 1) if isinstance(hf_warmup, int) else hf_warmup
+    hf = (f"; Hugging Face: warm-up {hf_eager_warmup} eager / {hf_warmup} compiled, median of "
+          f"{meta.get('repeat')}" if meta.get("hf", True) else "")
     lines = [f"GPU: {meta.get('gpu') or 'unknown'}; {meta.get('precision', '').upper()}, "
              f"{meta.get('prompt_len')} start token, {meta.get('gen')} new greedy tokens; engine: "
-             f"warm-up {meta.get('warmup')}, median of {meta.get('repeat')}; Hugging Face: "
-             f"warm-up {hf_eager_warmup} eager / {hf_warmup} compiled, median of "
-             f"{meta.get('repeat')}"]
+             f"warm-up {meta.get('warmup')}, median of {meta.get('repeat')}{hf}"]
     if meta.get("complete") is False:
         lines.insert(0, "PARTIAL RESULTS: the run has not finished (rows so far)")
     m = meta.get("model")

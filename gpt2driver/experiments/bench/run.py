@@ -31,7 +31,7 @@ from ...engine import build as build_mod
 from ...errors import BenchError, BuildError, first_line
 from ...files import models
 from ...files.checkpoint import read_header
-from ...tables.plot import plot
+from ...tables.plot import plot, plot_title
 from ...tables.views import bench_table, curve_table
 from ..configs import parse_config
 from ..executors.base import Log, stderr_log
@@ -144,7 +144,7 @@ class Bench:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": socket.gethostname(),
             "cc": self.cc, "precision": str(o.precision).lower(), "gen": o.gen,
             "prompt_len": PROMPT_LEN, "batches": list(o.batches), "variants": list(o.variants),
-            "warmup": o.warmup, "repeat": o.repeat, "hf_warmup": o.hf_warmup,
+            "warmup": o.warmup, "repeat": o.repeat, "hf": o.hf, "hf_warmup": o.hf_warmup,
             "checkpoint": str(self.checkpoint), "model_size": None if o.checkpoint else o.model,
             "model": {**cfg.as_dict(), "num_parameters": cfg.num_parameters},
             "weights_bytes": cfg.num_parameters * names.element_bytes(o.precision),
@@ -281,7 +281,9 @@ class Bench:
                      f"{self.out_dir} (complete: false)")
             raise
         df, table, paths = self.views(self.store.rows(), complete=True)
-        return BenchResult(df, self.meta, table, paths, plot(df, paths["plot"]))
+        what = f"bench: {self.opts.model if not self.opts.checkpoint else self.checkpoint.name}"
+        return BenchResult(df, self.meta, table, paths,
+                           plot(df, paths["plot"], plot_title(f"{what}, tokens/s against B", df)))
 
 
 def run_bench(opts: BenchOptions, log: Log = stderr_log) -> BenchResult:
