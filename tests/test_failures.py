@@ -504,3 +504,16 @@ def test_readme_names_every_environment_variable_the_driver_reads():
     section = readme.split("## Environment variables", 1)[1].split("\n## ", 1)[0]
     for name in sorted(read) + ["CUDA_HOME", "CUBLAS_HOME"]:
         assert f"`{name}`" in section, name
+
+
+# -- 11. -o is the printed format in every command that prints a result ---------------------------
+
+
+@pytest.mark.parametrize("args", [["run", "--prompt-ids", "1", "-n", "2"], ["compare", "-n", "4"],
+                                  ["profile"], ["bench", "--no-hf", "-b", "1", "-n", "4"]])
+def test_dash_o_json_prints_json_everywhere(runner, fake_engine, tmp_path, args):
+    out = ["--out", str(tmp_path / "o")] if args[0] in ("profile", "bench") else []
+    res = CliRunner().invoke(cli, [*args, *out, "-o", "json"])
+    assert res.exit_code == 0, res.output
+    start = min(i for i in (res.stdout.find("["), res.stdout.find("{")) if i >= 0)
+    assert json.loads(res.stdout[start:])

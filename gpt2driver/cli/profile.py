@@ -8,7 +8,7 @@ from ..names import ABLATIONS, PROFILE_TOOLS
 from ..profilers import session
 from ..profilers.common import split_list
 from ..tables.printers import render, write_out
-from .options import ablation, given, gpu_options, note
+from .options import ablation, given, gpu_options, note, output_format
 
 
 @click.command()
@@ -33,10 +33,11 @@ from .options import ablation, given, gpu_options, note
 @click.option("--out", "out_base", type=click.Path(file_okay=False),
               help="Where the results folders <tool>-<variant>-b<B>-<timestamp>/ go "
                    "[default: results/profile/ in the repository].")
+@output_format
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Also write the table(s) as JSON records to this file ('-': stdout).")
+              help="Also write the table(s) as JSON records to this file ('-': stdout, as -o json).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Also write the table(s) as CSV to this file ('-': stdout).")
+              help="Also write the table(s) as CSV to this file ('-': stdout, as -o csv).")
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
               help="Rows shown in the printed table (0 = all).")
 @click.option("--copy-gbps", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -59,8 +60,8 @@ from .options import ablation, given, gpu_options, note
 @click.option("--ablate", default="none", show_default=True, metavar="NAME[+NAME]",
               help=f"Switches off in the optimized runner profiled ({', '.join(ABLATIONS)}).")
 @gpu_options
-def profile(tool, variant, batch, steps, warmup, prompt_len, config_path, out_base, json_path,
-            csv_path, top, copy_gbps, by, metrics, sections, clock_control, kernel_regex,
+def profile(tool, variant, batch, steps, warmup, prompt_len, config_path, out_base, fmt,
+            json_path, csv_path, top, copy_gbps, by, metrics, sections, clock_control, kernel_regex,
             launch_count, phase, ablate, precision, cc, checkpoint, timeout):
     """Profile decode steps (or the prefill) of the profile executable: which kernels cost what.
 
@@ -69,7 +70,8 @@ def profile(tool, variant, batch, steps, warmup, prompt_len, config_path, out_ba
     also achieved DRAM GB/s against --copy-gbps, DRAM % of peak, occupancy and SM throughput.
     Only the measured steps are profiled (NVTX range MEASURE in domain decode), or with --phase
     prefill the prompt's prefill (range PREFILL). Report files and the parsed tables (table.csv,
-    table.json, summary.txt) are kept in a results folder per batch size.
+    table.json, summary.txt) are kept in a results folder per batch size. With -o csv|json|jsonl
+    the table(s) go to stdout in that format and the summaries to stderr.
     """
     ctx = click.get_current_context()
     opts = session.ProfileOptions(
@@ -83,10 +85,10 @@ def profile(tool, variant, batch, steps, warmup, prompt_len, config_path, out_ba
     if problem:
         raise click.UsageError(problem)
     opts = session.for_phase(opts, given(ctx))
-    say = note if "-" in (json_path, csv_path) else click.echo
+    say = note if "-" in (json_path, csv_path) or fmt != "markdown" else click.echo
     opts = session.with_copy_bandwidth(opts)
-    done = session.run_profile(opts, say)
-    frame = session.table(done, opts.copy_gbps)
-    for path, fmt in ((json_path, "json"), (csv_path, "csv")):
+    frame = session.table(session.run_profile(opts, say), opts.copy_gbps)
+    outputs = [("-", fmt)] if fmt != "markdown" else []
+    for path, kind in outputs + [(json_path, "json"), (csv_path, "csv")]:
         if path:
-            write_out(path, render(frame, fmt), lambda text: click.echo(text, nl=False))
+            write_out(path, render(frame, kind), lambda text: click.echo(text, nl=False))
