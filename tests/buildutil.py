@@ -94,6 +94,26 @@ def find_cublas(prefer_env: Sequence[str] = ("GPT2DRIVER_CUBLAS_HOME", "CUBLAS_H
     return None
 
 
+GPU_TESTS_INSTALL = 'pip install -e ".[test,gpu]"'
+
+
+def torch_skip_reason() -> Optional[str]:
+    """Why the GPU tests skip on a machine with a GPU (``nvidia-smi -L`` works) but no torch, with
+    what to install; None otherwise (no GPU: the gpu marker's skip says so; torch: they run)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        return None
+    try:
+        gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        gpu = False
+    if not gpu:
+        return None
+    return (f"torch is not installed: the GPU tests compare with a PyTorch reference; install "
+            f"them with {GPU_TESTS_INSTALL}")
+
+
 def toolchain_problem() -> Optional[str]:
     """Why the CUDA binaries cannot be built here (a skip reason), or None."""
     if find_nvcc() is None:

@@ -66,7 +66,7 @@ def test_make_cause_is_the_makefiles_reason_or_the_compilers_error():
 def fake_make(monkeypatch, output: str, rc: int = 2):
     from gpt2driver.engine import build as build_mod
 
-    monkeypatch.setattr(build_mod, "run_make", lambda cmd, cwd, quiet=True, keep=40: (rc, output))
+    monkeypatch.setattr(build_mod, "run_make", lambda cmd, cwd, quiet=True, keep=40, label="": (rc, output))
     monkeypatch.setattr(build_mod.shutil, "which", lambda name: f"/usr/bin/{name}")
 
 
@@ -517,3 +517,116 @@ def test_dash_o_json_prints_json_everywhere(runner, fake_engine, tmp_path, args)
     assert res.exit_code == 0, res.output
     start = min(i for i in (res.stdout.find("["), res.stdout.find("{")) if i >= 0)
     assert json.loads(res.stdout[start:])
+
+
+# -- 16. progress bars: rich, on stderr, only on a terminal and without --quiet --------------------
+
+
+@pytest.fixture
+def bars(monkeypatch):
+    """Every bar opened: [description, total, advanced], with bars drawn nowhere."""
+    import contextlib
+
+    from gpt2driver import progress
+
+    opened = []
+
+    class Recorder(progress.Bar):
+        def __init__(self, entry):
+            super().__init__()
+            self.entry = entry
+
+        def advance(self, n=1):
+            self.entry[2] += n
+
+    @contextlib.contextmanager
+    def bar(description, total=None):
+        opened.append([description, total, 0])
+        yield Recorder(opened[-1])
+
+    monkeypatch.setattr(progress, "bar", bar)
+    monkeypatch.setattr(progress, "enabled", lambda: True)
+    return opened
+
+
+def test_long_work_opens_a_bar(bars, runner, fake_engine, tmp_path, make_script, monkeypatch):
+    from gpt2driver.engine.build import run_make
+    from gpt2driver.files import checkpoint as ck
+
+    make = make_script("make", """
+        import sys
+        for src in ("a.cu", "b.cu", "c.cpp"):
+            print(f"nvcc -O3 -c csrc/{src} -o build/{src}.o")
+    """)
+    assert run_make([str(make)], tmp_path, quiet=True, label="building sm90_bf16")[0] == 0
+    ck.make_random_checkpoint(tmp_path / "m.bin", ck.ModelConfig.custom(1, 1, 32, 8, 100))
+    cfg = tmp_path / "mini.yaml"
+    cfg.write_text("name: mini\nvariants: [naive, optimized]\nbatch: [1]\ngen: [4]\nrepeat: 1\n")
+    assert runner.invoke(cli, ["sweep", "--config", str(cfg), "--out", str(tmp_path / "r")]).exit_code == 0
+    assert runner.invoke(cli, ["bench", "--no-hf", "-b", "1", "-n", "4", "--out",
+                               str(tmp_path / "b")]).exit_code == 0
+    assert runner.invoke(cli, ["compare", "-n", "4"]).exit_code == 0
+    params = ck.ModelConfig.custom(1, 1, 32, 8, 100).num_parameters
+    assert bars == [["building sm90_bf16", 3, 3], ["writing m.bin", params, params],
+                    ["sweep", 2, 2], ["bench", 3, 3], ["compare", 3, 3]]
+
+
+def test_bars_draw_on_a_terminal_and_not_with_quiet(runner, fake_engine, tmp_path, monkeypatch):
+    from gpt2driver import progress
+
+    monkeypatch.setattr(progress, "is_terminal", lambda: True)
+    cfg = tmp_path / "mini.yaml"
+    cfg.write_text("name: mini\nvariants: [naive]\nbatch: [1]\ngen: [4]\nrepeat: 1\n")
+    res = runner.invoke(cli, ["sweep", "--config", str(cfg), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert "━" in res.stderr and "━" not in res.stdout  # rich's bar, on stderr only
+    res = runner.invoke(cli, ["sweep", "--config", str(cfg), "--out", str(tmp_path / "q"),
+                              "--quiet"])
+    assert res.exit_code == 0 and "━" not in res.output
+    progress.set_quiet(False)
+
+
+def test_no_bars_when_stderr_is_not_a_terminal(runner, fake_engine, tmp_path):
+    from gpt2driver import progress
+
+    assert not progress.enabled()  # CliRunner's stderr, as CI's, is no terminal
+    res = runner.invoke(cli, ["compare", "-n", "4"])
+    assert res.exit_code == 0 and "━" not in res.output and "\x1b[" not in res.output
+
+
+# -- 17. a GPU without torch: the GPU tests' skip reason says what to install ---------------------
+
+
+def test_gpu_tests_without_torch_say_what_to_install(tmp_path, make_script):
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    from buildutil import REPO_ROOT
+
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is installed here: the GPU tests would run")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    make_script("bin/nvidia-smi", 'print("GPU 0: Stand-in GPU (UUID: GPU-0)")\n')
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                           str(REPO_ROOT / "tests" / "test_gpu_engine.py")], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 or proc.returncode == 5, proc.stdout[-3000:]
+    assert 'torch is not installed' in proc.stdout and 'pip install -e ".[test,gpu]"' in proc.stdout, \
+        proc.stdout[-3000:]
+
+
+def test_readme_has_the_gpu_tests_install_line():
+    from buildutil import GPU_TESTS_INSTALL, REPO_ROOT
+    import tomllib
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert GPU_TESTS_INSTALL in readme.replace('pip install -e ".[test,gpu]" &&', GPU_TESTS_INSTALL)
+    assert '".[test,gpu]"' in readme
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(d.startswith("torch") for d in extras["gpu"])
+    deps = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.startswith("rich") for d in deps)  # the progress bars

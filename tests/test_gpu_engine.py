@@ -30,6 +30,8 @@ import buildutil as bu
 
 pytestmark = pytest.mark.gpu
 
+if bu.torch_skip_reason():  # a GPU without torch: say what to install (issue 15)
+    pytest.skip(bu.torch_skip_reason(), allow_module_level=True)
 torch = pytest.importorskip("torch")
 
 import reference as ref  # noqa: E402  (needs torch)

@@ -12,7 +12,7 @@ from ..files.checkpoint import ModelConfig, checkpoint_info, make_random_checkpo
 from ..files.convert import convert_hf
 from ..files.tokenizer import export_tiktoken
 from ..names import DEFAULT_MODEL, MODEL_SIZES
-from .options import text_or_json
+from .options import quiet_option, text_or_json
 
 
 @click.group()
@@ -56,6 +56,7 @@ def refuse_existing(out, force: bool) -> None:
 @dtype_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @force_option
+@quiet_option
 def checkpoint_random(out, model, layers, heads, channels, max_seq_len, dtype, seed, force):
     """Write a checkpoint with random GPT-2-like weights to OUT (a shape the engine runs: head
     size channels / heads of 32, 64 or 128)."""
@@ -78,6 +79,7 @@ def checkpoint_random(out, model, layers, heads, channels, max_seq_len, dtype, s
 @click.argument("out", type=click.Path(dir_okay=False))
 @dtype_option
 @force_option
+@quiet_option
 def checkpoint_convert(src, out, dtype, force):
     """Convert Hugging Face GPT-2 weights (a directory with model.safetensors) to OUT."""
     refuse_existing(out, force)

@@ -12,7 +12,7 @@ from typing import NoReturn, Optional, Sequence
 
 import click
 
-from .. import __version__
+from .. import __version__, progress
 from ..errors import DriverError
 from . import bench, compare, doctor, files, profile, run, sweep, validate
 from . import build as build_cmd
@@ -30,6 +30,7 @@ class DriverGroup(click.Group):
     """A click group whose commands' errors leave through :func:`fail`."""
 
     def invoke(self, ctx: click.Context):
+        progress.set_quiet(False)  # until this command's --quiet says otherwise
         try:
             return super().invoke(ctx)
         except DriverError as e:

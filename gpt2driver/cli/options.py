@@ -6,7 +6,7 @@ from typing import List
 
 import click
 
-from .. import names
+from .. import names, progress
 from ..engine import preflight
 from ..errors import BadInput
 from ..tables.printers import FORMATS
@@ -49,7 +49,9 @@ def variants_callback(allowed):
 
 
 def gpu_options(f):
-    """--precision, --cc, --checkpoint and --timeout, shared by the commands that run a GPU."""
+    """--precision, --cc, --checkpoint, --timeout and --quiet, shared by the commands that run a
+    GPU."""
+    f = quiet_option(f)
     f = click.option("--timeout", type=TIMEOUT, default=600, show_default=True,
                      help=f"Seconds before a run of an executable is killed "
                           f"({preflight.TIMEOUT_MIN_S:g} to {preflight.TIMEOUT_MAX_S:g}).")(f)
@@ -59,6 +61,18 @@ def gpu_options(f):
     f = click.option("--precision", type=PRECISION, default="bf16", show_default=True,
                      help="Build precision of the executables.")(f)
     return f
+
+
+def quiet_option(f):
+    """--quiet: no progress bars (they are drawn on stderr only when it is a terminal)."""
+    def set_quiet(ctx, param, value):
+        if value:
+            progress.set_quiet(True)
+        return value
+
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=set_quiet,
+                        help="No progress bars (there are none when stderr is not a "
+                             "terminal).")(f)
 
 
 def output_format(f):

@@ -13,7 +13,7 @@ from ..experiments.executors.slurm_cmd import SlurmOptions
 from ..experiments.summary import check_failed
 from ..experiments.sweep import run_sweep
 from ..paths import results_root
-from .options import bin_dir_option, cc_option, given, output_format
+from .options import bin_dir_option, cc_option, given, output_format, quiet_option
 
 SLURM_ONLY = {"partition": "--partition", "gres": "--gres", "time_limit": "--time",
               "slurm_opt": "--slurm-opt", "max_tasks": "--max-tasks",
@@ -68,6 +68,7 @@ def check_executor(ctx: click.Context, executor: str, gpus) -> None:
               help="[slurm] Seconds between squeue polls.")
 @output_format
 @bin_dir_option
+@quiet_option
 def sweep(config_path, out, cc, jobs, dry_run, gpus, executor, partition, gres, time_limit,
           slurm_opt, max_tasks, max_running, poll_s, fmt, bin_dir):
     """Run every point of a sweep config; resumable. Exits 1 when a point failed (after running

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Type
 
-from .. import names
+from .. import names, progress
 from ..errors import BadInput, BuildError, DriverError
 from ..names import PROGRAMS
 from ..paths import build_root, require_checkout
@@ -122,21 +122,51 @@ def _mtimes(d: Path) -> Dict[str, Optional[float]]:
     return {p: ((d / p).stat().st_mtime_ns if (d / p).exists() else None) for p in PROGRAMS}
 
 
-def run_make(cmd: List[str], cwd: Path, quiet: bool = True, keep: int = 40) -> Tuple[int, str]:
+_COMPILERS = ("nvcc", "g++", "gcc", "c++", "clang++", "cc")
+
+
+def compile_step(line: str) -> Optional[str]:
+    """The source file of a compiler command line make printed (a step of the build), else None."""
+    words = line.split()
+    if not words or Path(words[0]).name not in _COMPILERS:
+        return None
+    sources = [w for w in words if w.endswith((".cu", ".cpp", ".c"))]
+    return Path(sources[-1]).name if sources else Path(words[-1]).name
+
+
+def count_steps(cmd: List[str], cwd: Path) -> Optional[int]:
+    """How many compiler commands make would run (``make -n``), for the progress bar; None when
+    it cannot say."""
+    try:
+        proc = subprocess.run([*cmd, "-n"], cwd=cwd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    steps = sum(compile_step(l) is not None for l in proc.stdout.splitlines())
+    return steps if proc.returncode == 0 and steps else None
+
+
+def run_make(cmd: List[str], cwd: Path, quiet: bool = True, keep: int = 40,
+             label: str = "make") -> Tuple[int, str]:
     """Run a make command line in ``cwd``: (exit code, its last ``keep`` lines of output). The output
-    goes to stderr as it comes unless ``quiet``; Ctrl-C stops make (it got SIGINT too) and goes on."""
+    goes to stderr as it comes unless ``quiet``; quiet, a progress bar ``label`` counts the
+    compiler commands (on a terminal). Ctrl-C stops make (it got SIGINT too) and goes on."""
     tail: collections.deque = collections.deque(maxlen=keep)
+    total = count_steps(cmd, cwd) if quiet and progress.enabled() else None
     try:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace")
     except OSError as e:
         raise BuildError(f"cannot run {cmd[0]}: {e}") from None
     try:
-        for line in proc.stdout:
-            tail.append(line.rstrip("\n"))
-            if not quiet:
-                sys.stderr.write(line)
-        rc = proc.wait()
+        with progress.bar(label, total if quiet else None) as shown:
+            for line in proc.stdout:
+                tail.append(line.rstrip("\n"))
+                if not quiet:
+                    sys.stderr.write(line)
+                elif compile_step(line):
+                    shown.advance()
+                    shown.describe(f"{label}: {compile_step(line)}")
+            rc = proc.wait()
     except BaseException:  # Ctrl-C: make got SIGINT too; give it time to clean up
         proc.terminate()
         try:
@@ -157,7 +187,7 @@ def make_build(cc: int, precision: str, jobs: Optional[int] = None,
     if shutil.which(cmd[0]) is None:
         raise BuildError("make not found on PATH: install build tools (make, nvcc)")
     before = _mtimes(out_dir)
-    rc, output = run_make(cmd, root, quiet)
+    rc, output = run_make(cmd, root, quiet, label=f"building {out_dir.name}")
     if rc != 0:
         raise BuildError(failure_message(rc, cmd, output, shown=not quiet), cause=make_cause(output))
     after = _mtimes(out_dir)

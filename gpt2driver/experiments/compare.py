@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .. import names
+from .. import names, progress
 from ..engine import build as build_mod
 from ..tables.printers import render
 from ..tables.views import ablation_table, sweep_table
@@ -62,10 +62,13 @@ def run_compare(o: CompareOptions, log: Log = stderr_log):
                          bin_dir=Path(o.bin_dir) if o.bin_dir else None, extra_args=o.engine_args)
     runner.prepare(points[0]["precision"], points[0]["model"], points[0]["checkpoint"])
     rows = []
-    for i, p in enumerate(points, 1):
-        what = " ".join([p["variant"], *names.ablation_flags(p["ablate"])])
-        log(f"[{i}/{len(points)}] {what} ...")
-        rows.append(runner.run(p))
+    with progress.bar("compare", len(points)) as shown:
+        for i, p in enumerate(points, 1):
+            what = " ".join([p["variant"], *names.ablation_flags(p["ablate"])])
+            log(f"[{i}/{len(points)}] {what} ...")
+            shown.describe(what)
+            rows.append(runner.run(p))
+            shown.advance()
     return frame(rows)
 
 

@@ -21,6 +21,7 @@ from typing import IO, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple,
 
 import numpy as np
 
+from .. import progress
 from ..errors import CheckpointError
 from ..names import MODEL_SIZES
 from .atomic import atomic_write
@@ -253,8 +254,9 @@ def header_bytes(cfg: ModelConfig, dtype: str) -> bytes:
     return _header(cfg, VERSION_BY_DTYPE[normalize_dtype(dtype)]).tobytes()
 
 
-def _write_tensor(f: IO[bytes], a: np.ndarray, dtype: str) -> None:
-    """Write one tensor chunk by chunk, converting to the file's element type."""
+def _write_tensor(f: IO[bytes], a: np.ndarray, dtype: str, shown=None) -> None:
+    """Write one tensor chunk by chunk, converting to the file's element type (``shown``: a
+    progress bar advanced by the elements written)."""
     flat = np.asarray(a).reshape(-1)
     for start in range(0, flat.size, _CHUNK_ELEMS):
         chunk = flat[start:start + _CHUNK_ELEMS]
@@ -263,6 +265,8 @@ def _write_tensor(f: IO[bytes], a: np.ndarray, dtype: str) -> None:
         else:
             data = np.ascontiguousarray(chunk, dtype="<f4")
         f.write(memoryview(data).cast("B"))
+        if shown is not None:
+            shown.advance(chunk.size)
 
 
 def write_stream(path: PathLike, cfg: ModelConfig,
@@ -270,7 +274,8 @@ def write_stream(path: PathLike, cfg: ModelConfig,
     """Write header then tensors (name, array) that must arrive in file order."""
     dtype = normalize_dtype(dtype)
     expected = param_shapes(cfg)
-    with atomic_write(path) as f:
+    with atomic_write(path) as f, progress.bar(f"writing {Path(path).name}",
+                                               cfg.num_parameters) as shown:
         f.write(_header(cfg, VERSION_BY_DTYPE[dtype]).tobytes())
         written = 0
         for name, a in tensors:
@@ -280,7 +285,7 @@ def write_stream(path: PathLike, cfg: ModelConfig,
             if tuple(np.shape(a)) != want_shape:
                 raise CheckpointError(f"parameter {name}: expected shape {want_shape}, "
                                       f"found {tuple(np.shape(a))}")
-            _write_tensor(f, a, dtype)
+            _write_tensor(f, a, dtype, shown)
             written += 1
         if written != len(expected):
             raise CheckpointError(f"expected {len(expected)} tensors, got {written}")

@@ -82,7 +82,7 @@ def build(trees: Trees, cc: int, log: Log) -> Path:
     if shutil.which("make") is None:
         raise BuildError("make not found on PATH: cannot build gpt2_optim")
     log(f"building gpt2_optim: {' '.join(cmd)} (in {trees.gpt2optim})")
-    rc, output = run_make(cmd, trees.gpt2optim, quiet=True)
+    rc, output = run_make(cmd, trees.gpt2optim, quiet=True, label="building gpt2_optim")
     if rc != 0:
         cause = build_hint(output) or make_cause(output)
         raise BuildError(f"gpt2_optim's make failed (exit code {rc}): {cause}\n{tail(output, 12)}",

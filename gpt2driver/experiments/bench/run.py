@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ... import names
+from ... import names, progress
 from ...engine import build as build_mod
 from ...errors import BenchError, BuildError, first_line
 from ...files import models
@@ -135,6 +135,7 @@ class Bench:
         self.store.check_writable()
         self.done = self.store.ok_ids() & set(self.plan)
         self.recorded: List[str] = []
+        self.shown = progress.Bar()  # the progress bar while run() runs
         self.cc, self.cc_reason = opts.cc, ""
         self.meta = self.first_meta()
 
@@ -183,6 +184,8 @@ class Bench:
             row = {**row, **{k: v for k, v in point.items() if row.get(k) is None}, "id": point["id"]}
         self.recorded.append(row["id"])
         self.store.append(row)
+        self.shown.advance()
+        self.shown.describe(f"bench: {row['variant']} B={row['batch']} done")
 
     def todo(self, points: List[Dict[str, Any]], what: str) -> List[Dict[str, Any]]:
         skipped = [p for p in points if p["id"] in self.done]
@@ -202,6 +205,7 @@ class Bench:
         points = self.todo(self.points, "engine")
         for i, p in enumerate(points, 1):
             label = f"[{i}/{len(points)}] {p['variant']} B={p['batch']} gen={p['gen']}"
+            self.shown.describe(f"bench: {p['variant']} B={p['batch']}")
             if runner is None:
                 row = failed_row(p["variant"], p["batch"], p["gen"], p["precision"],
                                  self.cc_reason, p)
@@ -260,6 +264,7 @@ class Bench:
             self.record(row)
 
         start = len(self.recorded)
+        self.shown.describe("bench: Hugging Face generate (the compiled rows compile first)")
         rows, info = run_hf(self.checkpoint, batches, self.opts.gen, self.opts.precision,
                             self.opts.hf_warmup, self.opts.repeat, compile=self.opts.hf_compile,
                             log=self.log, on_row=hf_done)
@@ -272,10 +277,11 @@ class Bench:
         self.log(f"results directory: {self.out_dir} (rewritten after every row)")
         try:
             self.store.rewrite()  # the meta data and no rows yet: the run is under way
-            self.engine()
-            self.copy_bandwidth()
-            self.gpt2_optim()
-            self.hugging_face()
+            with progress.bar("bench", len(set(self.plan) - self.done)) as self.shown:
+                self.engine()
+                self.copy_bandwidth()
+                self.gpt2_optim()
+                self.hugging_face()
         except KeyboardInterrupt:
             self.log(f"interrupted: the {len(self.recorded)} rows finished so far are in "
                      f"{self.out_dir} (complete: false)")

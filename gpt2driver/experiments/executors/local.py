@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
+from ... import progress
 from ...engine.build import NO_NVIDIA_SMI
 from ...errors import BadInput, ExperimentError, Interrupted
 from ...tables.views import point_label, progress_line
@@ -149,7 +150,7 @@ def run_on_gpus(points: List[Point], gpus: Sequence[int], store: ResultsStore,
         todo.put(p)
     stop = threading.Event()
     errors: List[BaseException] = []
-    finished = [0]
+    finished, shown_done = [0], [0]
 
     def work(gpu: int) -> None:
         mine = runner.for_gpu(gpu)
@@ -174,11 +175,14 @@ def run_on_gpus(points: List[Point], gpus: Sequence[int], store: ResultsStore,
     threads = [threading.Thread(target=work, args=(g,), name=f"gpt2driver-gpu{g}", daemon=True)
                for g in gpus]
     try:
-        for t in threads:
-            t.start()
-        while any(t.is_alive() for t in threads):
+        with progress.bar(f"sweep on {len(gpus)} GPU(s)", len(points)) as shown:
             for t in threads:
-                t.join(timeout=0.2)
+                t.start()
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(timeout=0.2)
+                shown.advance(finished[0] - shown_done[0])
+                shown_done[0] = finished[0]
     except KeyboardInterrupt:
         stop.set()
         deadline = time.monotonic() + 60
