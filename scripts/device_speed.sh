@@ -5,7 +5,8 @@
 # median of 5) and the optimized ablations; ncu + builtin profile tables; GPU tests (GPU_TESTS=1).
 # PRECS (default "BF16 FP16 FP32") picks the precisions built; ALTS="name=-DMACRO=value ..." also times BF16
 # builds of the working tree with those nvcc defines (NVCC_EXTRA); NEW_FLAGS="--flag ..." times new with each
-# (passed to the executable with --engine-arg); XL=1 adds base vs new on the gpt2-xl shape, B=1;
+# (passed to the executable with --engine-arg); XL=1 adds base vs new (and kvonly) on the gpt2-xl shape, B=1 and 16
+# (128 new tokens); TRACE=1 traces new optimized and kvonly at B=1 and 16 (profile --trace --stamps, its checks);
 # PREFILL=1 base vs new time to first token (512-token prompt, B=16) and naive B=16, validate P=300, memcheck P=600.
 # QUICK=1 leaves out the racecheck, the greedy-token comparison, the ablations and the profiles (a short call).
 # Every run of an executable goes through the driver (compare / validate / run --json / profile).
@@ -51,8 +52,22 @@ if [ -z "${QUICK:-}" ]; then
 fi
 if [ -n "${XL:-}" ]; then
   $G checkpoint random --model gpt2-xl --dtype bf16 --seed 0 models/gpt2xl_bf16.bin >/dev/null
-  REPEAT=3 tm xl_base_b1 --bin-dir $OLD --checkpoint models/gpt2xl_bf16.bin --variants optimized -n 512 -b 1
-  REPEAT=3 tm xl_new_b1 --bin-dir $B --checkpoint models/gpt2xl_bf16.bin --variants optimized -n 512 -b 1
+  for b in 1 16; do
+    REPEAT=3 tm xl_base_b$b --bin-dir $OLD --checkpoint models/gpt2xl_bf16.bin --variants optimized -n 128 -b $b
+    REPEAT=3 tm xl_new_b$b --bin-dir $B --checkpoint models/gpt2xl_bf16.bin --variants optimized,kvonly -n 128 -b $b
+    for pair in ${ALTS:-}; do a=${pair%%=*}; REPEAT=3 tm xl_alt${a}_b$b --bin-dir build_alt$a/sm${GPU_CC}_bf16 --checkpoint models/gpt2xl_bf16.bin --variants optimized -n 128 -b $b; done
+  done
+  timeout 90 $G validate --cc $GPU_CC --bin-dir $B --checkpoint models/gpt2xl_bf16.bin -b 16 -n 16 --prompt-len 5 --worst 0 > "$OUT/validate_xl16.txt" 2>&1; echo "validate xl B=16 rc=$? $(tail -1 "$OUT/validate_xl16.txt")"
+fi
+if [ -n "${TRACE:-}" ]; then  # the trace's own checks (issue 13): kernels per step, step time, stage stamps
+  for v in optimized kvonly; do for b in 1 16; do
+    timeout 90 $B/profile -e $M --variant $v -b $b --steps 16 --warmup 8 --trace --stamps >"$OUT/trace_${v}_b$b.txt" 2>&1
+    echo "== trace $v B=$b rc=$?"; grep -E "^($v:|check)" "$OUT/trace_${v}_b$b.txt"
+  done; done
+  for d in base=$OLD ${ALTS:-}; do  # stage stamps of the base build and of each alternative at B=1 and 16
+    a=${d%%=*}; bd=${d#*=}; [ "$a" = base ] || bd=build_alt$a/sm${GPU_CC}_bf16
+    for b in 1 16; do timeout 60 $bd/profile -e $M -b $b --steps 16 --warmup 8 --trace --stamps >"$OUT/trace_${a}_b$b.txt" 2>&1; echo "trace $a B=$b rc=$?"; done
+  done
 fi
 if [ -n "${PREFILL:-}" ]; then  # time to first token of a 512-token prompt at B=16, and naive (whole-sequence attention)
   for v in base new; do

@@ -109,8 +109,8 @@ void Runner::linear(floatX* out, const floatX* inp, const floatX* w, const float
 
 bool Runner::use_decode_kernels(int M) const {
     const int C = cfg_.channels;
-    return v_.gemv && v_.fused && decode_linear_supported(M, 3 * C, C) && decode_linear_supported(M, C, 4 * C) &&
-           decode_linear_supported(M, cfg_.padded_vocab, C);
+    return v_.gemv && v_.fused && decode_linear_supported(M, 3 * C, C, true) &&
+           decode_linear_supported(M, C, 4 * C, false) && decode_linear_supported(M, cfg_.padded_vocab, C, true);
 }
 
 void Runner::attention(floatX* kc, floatX* vc, int T) {
@@ -239,7 +239,7 @@ void Runner::forward(int T, bool greedy_step, bool logits) {
     }
     {
         StageScope stage(timer, "logits", stream_);
-        if (v_.gemv && v_.fused && decode_linear_supported(B, cfg_.padded_vocab, C))  // the decode logits kernel (no LN)
+        if (v_.gemv && v_.fused && decode_linear_supported(B, cfg_.padded_vocab, C, false))  // the decode logits kernel (no LN)
             decode_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, DecodeEpilogue(), v_.pdl, stream_);
         else if (v_.gemv && gemv_supported(B, C))
             gemv_logits(logits_, lnf_, w_.wte, B, cfg_.padded_vocab, C, stream_);
