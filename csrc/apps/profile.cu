@@ -114,6 +114,9 @@ int main(int argc, char** argv) {
             r.decode_step(true, s.sampling);
             timer.pop_range();
             tracer.sync_ranges(false);
+            // One-by-one launches: the later steps' kernels are placed by launch order, without the API records
+            // that would slow every launch (graph replays cost one record a step: kept).
+            if (!graph) tracer.api_records(false);
             if (graph) r.timer = nullptr;
             r.stamps = stamps.get();
         }

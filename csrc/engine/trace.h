@@ -41,7 +41,8 @@ struct TraceRange {  // an NVTX push/pop range, CPU times
 };
 struct ApiSeen {  // what CUPTI delivered besides kernels: the diagnostic of the `trace` record
     uint64_t runtime = 0, driver = 0, internal = 0, other = 0;  // records per kind (other: any other kind)
-    std::string mode;    // "kinds" (the RUNTIME and DRIVER activity kinds) or "cbids" (per callback id)
+    std::string mode;    // "kinds" (the RUNTIME and DRIVER activity kinds) or "cbids" (per callback id); "-label"
+                         // appended: only in the LABEL step (api_records(false) after it)
     std::string enable;  // "ok", or the calls CUPTI refused
 };
 
@@ -60,6 +61,11 @@ public:
     // callback ids, the way this tracer first asked, which delivered none with CUPTI 13.0.1 on the H200).
     bool start();
     void stop();   // delivers every record (synchronize the device first) and stops recording
+    // While recording: API records off (kernels only) or on again. Steps launched one by one (no CUDA graph) pay
+    // for every API record on the CPU (kvonly at B = 1 on the H200: +54 % per step with ~650 records a step), so
+    // profile asks for them in the LABEL step only and places the later kernels by their launch order
+    // (GPT2D_CUPTI_API=all keeps them on: seen.mode says which).
+    void api_records(bool on);
     bool active() const { return active_; }
     uint64_t now() const;  // CUPTI's clock, ns
     void range_push(const char* name);  // while active: an NVTX range opens / closes (CPU time)
@@ -82,7 +88,7 @@ private:
     void* lib_handle_ = nullptr;
     std::string why_, lib_;
     unsigned version_ = 0;
-    bool active_ = false, sync_ = false;
+    bool active_ = false, sync_ = false, api_on_ = false;
     int open_ = -1;  // innermost open range
 };
 

@@ -84,13 +84,14 @@ def step_totals(tl: Timeline):
 def stamp_table(tl: Timeline):
     """One row per stamped stage: slot label kernel (its index in the step) stage start_us end_us
     (the blocks' first start and last end, from the kernel's start) union_us (time any block was in
-    it) mean_us (per block) blocks, and sum_pct: the kernel's stage unions over its CUPTI duration."""
+    it) mean_us (per block) blocks, and sum_pct: the time any block was in any stamped stage (covered_ns) over
+    the kernel's CUPTI duration; from captures without covered_ns, the stage unions summed."""
     import pandas as pd
 
     rows = []
     for st in tl.stamped:
         k = next((k for k in tl.step_kernels(st.step) if k.idx == st.idx), None)
-        total = sum(x.union_ns for x in st.stamps)
+        total = st.covered_ns if st.covered_ns is not None else sum(x.union_ns for x in st.stamps)
         for x in st.stamps:
             rows.append({"slot": st.slot, "label": st.label, "step": st.step, "idx": st.idx,
                          "kernel": k.label if k else "", "stage": x.name,

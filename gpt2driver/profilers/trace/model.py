@@ -68,6 +68,9 @@ class Stamped:
     stages: List[str]
     blocks: int
     stamps: List[Stamp] = field(default_factory=list)
+    # the union over every block and stage (ns): the time any block was in a stamped stage; None from executables
+    # that did not say (their stage unions are summed instead, which counts blocks in different stages twice)
+    covered_ns: Optional[int] = None
 
 
 @dataclass
@@ -176,7 +179,8 @@ def parse_trace(text: str) -> Timeline:
             stamped[slot] = Stamped(slot=slot, step=as_int(f.get("step")), idx=as_int(f.get("idx"), -1),
                                     label=str(f.get("label", "")), kernel=str(f.get("kernel", "")),
                                     stages=[s for s in str(f.get("stages", "")).split(",") if s],
-                                    blocks=as_int(f.get("blocks")))
+                                    blocks=as_int(f.get("blocks")),
+                                    covered_ns=as_int(f.get("covered_ns")) if "covered_ns" in f else None)
         elif rec == "stamp" and as_int(f.get("slot"), -1) in stamped:
             stamped[as_int(f.get("slot"))].stamps.append(
                 Stamp(stage=as_int(f.get("stage")), name=str(f.get("name", "")), start=as_int(f.get("start")),
