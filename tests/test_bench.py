@@ -714,17 +714,20 @@ def test_format_header_partial_and_warmups():
     assert text.startswith("GPU: G;") and "warm-up 1 eager / 5 compiled" in text
 
 
-def test_bench_results_from_the_h100_recompute():
-    """The real `gpt2driver bench` results.json of the H100 run in the README: its ratios and % of floor
-    follow from its own rows and meta (summarize recomputes them), and it is a complete run."""
+@pytest.mark.parametrize("fixture, gpu", [("bench_h100.json", "NVIDIA H100 80GB HBM3"),
+                                          ("bench_h200.json", "NVIDIA H200")])
+def test_bench_results_from_the_device_recompute(fixture, gpu):
+    """The real `gpt2driver bench` results.json of the runs in the README (the H100 table before, the H200 one
+    now): its ratios and % of floor follow from its own rows and meta (summarize recomputes them), and it is a
+    complete run."""
     import json
     from pathlib import Path
 
     from gpt2driver.files.checkpoint import ModelConfig
 
-    data = json.loads((Path(__file__).parent / "fixtures" / "device" / "bench_h100.json").read_text())
+    data = json.loads((Path(__file__).parent / "fixtures" / "device" / fixture).read_text())
     meta, rows = data["meta"], data["rows"]
-    assert meta["complete"] is True and meta["gpu"] == "NVIDIA H100 80GB HBM3"
+    assert meta["complete"] is True and meta["gpu"] == gpu
     assert {r["status"] for r in rows} == {"ok"} and len(rows) == 15
     m = meta["model"]
     cfg = ModelConfig(**{k: m[k] for k in ("max_seq_len", "vocab_size", "padded_vocab_size", "num_layers",
