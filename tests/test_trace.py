@@ -698,3 +698,23 @@ def test_checks_on_real_h200_captures(name, kernels, step_ok, stamps_ok):
         assert got["stamps"].ok == stamps_ok, got["stamps"]
     steps = T.step_totals(tl)
     assert len(steps) == 16 and (steps["kernels"] == kernels).all()
+
+
+# Real captures of the tracer of the seventh session (H200, 2026-12-04, device run 2, decode v1.9): optimized at
+# B = 1 with covered_ns in its stamp records, kvonly at B = 1 with API records in the LABEL step only.
+def test_checks_on_real_h200_v19_captures():
+    """optimized: kernels + gaps within 5 % of the untraced step; its stamps cover 81.5-97.1 % of their kernels
+    (the grid's completion after the last stamp), not within 5 %. kvonly: its measured kernels placed by launch
+    order (no API record after LABEL), every step like LABEL, and its traced step 74 % longer (CUPTI's cost per
+    one-by-one launch), which the step check reports."""
+    opt = _real("v19_optimized_b1")
+    got = {c.name: c for c in T.checks(opt)}
+    assert got["kernels"].ok and got["step"].ok and "+2.4%" in got["step"].text
+    assert not got["stamps"].ok and "stages cover 81.5..97.1%" in got["stamps"].text
+    assert all(s.covered_ns for s in opt.stamped) and len(opt.stamped) == 49
+    kv = _real("v19_kvonly_b1")
+    assert kv.info["api_mode"] == "kinds-label" and kv.order == "label-order"
+    assert int(kv.info["placed_order"]) == 2682 and int(kv.info["placed_launch"]) == 149
+    got = {c.name: c for c in T.checks(kv)}
+    assert got["kernels"].ok and "149 seen, 149 launched" in got["kernels"].text
+    assert not got["step"].ok and "+74.4%" in got["step"].text
