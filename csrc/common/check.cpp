@@ -3,8 +3,6 @@
 #include <cstdarg>
 #include <vector>
 
-#include "../engine/protocol.h"
-
 namespace gd {
 
 std::string strfmt(const char* fmt, ...) {
@@ -20,11 +18,16 @@ std::string strfmt(const char* fmt, ...) {
     return std::string(buf.data());
 }
 
+namespace {
+FailReporter g_reporter = nullptr;
+}
+
+void set_fail_reporter(FailReporter r) { g_reporter = r; }
+
 void fail(int code, const std::string& msg) {
     fflush(stdout);
     fprintf(stderr, "error: %s\n", msg.c_str());
-    Record("error").str("msg", msg).emit();
-    Record("done").num("status", code).emit();
+    if (g_reporter) g_reporter(code, msg);
     fflush(stdout);
     exit(code);
 }

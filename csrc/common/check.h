@@ -8,8 +8,11 @@ namespace gd {
 
 enum ExitCode { EXIT_OK = 0, EXIT_VALIDATION = 1, EXIT_USAGE = 2, EXIT_INPUT = 3, EXIT_CUDA = 4 };
 
-// Prints `error: msg` on stderr, the protocol's error and done records on stdout, and exits.
+// Prints `error: msg` on stderr, then has the failure reporter (the output protocol's error and done records on
+// stdout: engine/protocol.cpp installs it) report it, and exits.
 [[noreturn]] void fail(int code, const std::string& msg);
+using FailReporter = void (*)(int code, const std::string& msg);
+void set_fail_reporter(FailReporter r);
 
 // printf-style helper for fail().
 std::string strfmt(const char* fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -2,7 +2,19 @@
 
 #include <cstdio>
 
+#include "../common/check.h"
+
 namespace gd {
+
+namespace {
+// fail() (common/check.cpp) reports through this: every program links this file, so each one's failures end
+// with the error and done records.
+void report_failure(int code, const std::string& msg) {
+    Record("error").str("msg", msg).emit();
+    Record("done").num("status", code).emit();
+}
+const bool kReporterSet = (set_fail_reporter(report_failure), true);
+}  // namespace
 
 Record::Record(const char* name) {
     line_ = "##GPT2D " + std::to_string(kProtocolVersion) + " " + name;

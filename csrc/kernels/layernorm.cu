@@ -6,9 +6,9 @@
 
 namespace gd {
 
-// One warp per row; two passes over the row (mean, then variance about the mean) in fp32. The row is read once
-// with 16-byte loads and held in registers (at most V vectors per lane); rows too wide for that, or data not
-// 16-byte aligned, go through the scalar kernel below.
+// One warp per row; fp32 statistics from the row's sum and sum of squares through ln_stats (common.cuh), the
+// formula of the fused decode products too. The row is read once with 16-byte loads and held in registers (at
+// most V vectors per lane); rows too wide for that, or data not 16-byte aligned, go through the scalar kernel.
 template <int V>
 __global__ void layernorm_vec_kernel(floatX* out, const floatX* inp, const floatX* w, const floatX* b, int rows, int C,
                                      int in_stride, int in_offset) {
@@ -17,27 +17,22 @@ __global__ void layernorm_vec_kernel(floatX* out, const floatX* inp, const float
     if (row >= rows) return;
     const VecX* x = reinterpret_cast<const VecX*>(inp + ((size_t)row * in_stride + in_offset) * C);
     VecX v[V];
-    float sum = 0.f;
+    float sum = 0.f, sq = 0.f;
 #pragma unroll
     for (int i = 0; i < V; i++) {
         const int j = lane + 32 * i;
         if (j < nv) {
             v[i] = x[j];
 #pragma unroll
-            for (int k = 0; k < kVec; k++) sum += to_f(v[i].v[k]);
+            for (int k = 0; k < kVec; k++) {
+                const float f = to_f(v[i].v[k]);
+                sum += f;
+                sq += f * f;
+            }
         }
     }
-    const float mean = warp_sum(sum) / C;
-    float var = 0.f;
-#pragma unroll
-    for (int i = 0; i < V; i++)
-        if (lane + 32 * i < nv)
-#pragma unroll
-            for (int k = 0; k < kVec; k++) {
-                const float d = to_f(v[i].v[k]) - mean;
-                var += d * d;
-            }
-    const float rstd = rsqrtf(warp_sum(var) / C + 1e-5f);
+    float mean, rstd;
+    ln_stats(warp_sum(sum), warp_sum(sq), C, mean, rstd);
     VecX* o = reinterpret_cast<VecX*>(out + (size_t)row * C);
     const VecX *wv = reinterpret_cast<const VecX*>(w), *bv = reinterpret_cast<const VecX*>(b);
 #pragma unroll
@@ -60,15 +55,14 @@ __global__ void layernorm_kernel(floatX* out, const floatX* inp, const floatX* w
     int lane = threadIdx.x % 32;
     if (row >= rows) return;
     const floatX* x = inp + ((size_t)row * in_stride + in_offset) * C;
-    float sum = 0.f;
-    for (int c = lane; c < C; c += 32) sum += to_f(x[c]);
-    float mean = warp_sum(sum) / C;
-    float var = 0.f;
+    float sum = 0.f, sq = 0.f;
     for (int c = lane; c < C; c += 32) {
-        float d = to_f(x[c]) - mean;
-        var += d * d;
+        const float f = to_f(x[c]);
+        sum += f;
+        sq += f * f;
     }
-    float rstd = rsqrtf(warp_sum(var) / C + 1e-5f);
+    float mean, rstd;
+    ln_stats(warp_sum(sum), warp_sum(sq), C, mean, rstd);
     floatX* o = out + (size_t)row * C;
     for (int c = lane; c < C; c += 32) o[c] = from_f<floatX>((to_f(x[c]) - mean) * rstd * to_f(w[c]) + to_f(b[c]));
 }
