@@ -18,7 +18,8 @@ from typing import List, Optional
 from .engine import build as build_mod
 from .files import tokenizer as tokenizer_files
 from .names import MIN_CC, PROGRAMS
-from .paths import build_root
+from .errors import DriverError
+from .paths import build_root, require_checkout
 
 OPTIONAL = (("matplotlib", "sweep and bench plots"), ("safetensors", "checkpoint convert"),
             ("torch", "bench's Hugging Face rows and copy bandwidth, the GPU tests' reference"),
@@ -106,6 +107,14 @@ def tokenizer_check() -> Check:
                               f"gpt2driver tokenizer export elsewhere, then ${tokenizer_files.ENV_TOKENIZER})")
 
 
+def repository_check() -> Check:
+    """The checkout the engine is built from (a package installed without it cannot build)."""
+    try:
+        return Check("repository", str(require_checkout()), needed=True)
+    except DriverError as e:
+        return Check("repository", str(e), False, needed=True)
+
+
 def build_checks() -> List[Check]:
     root = build_root()
     dirs = sorted(d for d in root.glob("sm*_*") if d.is_dir()) if root.is_dir() else []
@@ -121,7 +130,7 @@ def doctor_report() -> List[Check]:
     cuda_home = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
     nvcc = shutil.which("nvcc") or (str(cuda_home / "bin/nvcc") if (cuda_home / "bin/nvcc").exists() else None)
     cxx = os.environ.get("CXX") or "g++"
-    rows = [tool("make", shutil.which("make"), missing="not found (install make)"),
+    rows = [repository_check(), tool("make", shutil.which("make"), missing="not found (install make)"),
             tool("C++ compiler", shutil.which(cxx), missing=f"{cxx} not found (install g++ or set CXX)"),
             tool("nvcc", nvcc, missing="not found (install the CUDA toolkit or set CUDA_HOME)"),
             cublas_check(cuda_home), *gpu_checks()]

@@ -540,7 +540,7 @@ def test_bench_with_a_checkpoint(runner, fake_engine, fake_hf, tiny_ckpt, tmp_pa
     assert meta["model"]["num_layers"] == 2 and meta["weights_bytes"] == TINY.num_parameters * 4
     # gen beyond the checkpoint's context (16 positions): one clear error, nothing runs
     res = runner.invoke(cli, ["bench", "-n", "16", "--checkpoint", str(tiny_ckpt)])
-    assert res.exit_code == 1 and "exceeds the model's max_seq_len 16" in res.output
+    assert res.exit_code == 2 and "exceeds the model's max_seq_len 16" in res.output
 
 
 @pytest.mark.parametrize("variants, words", [

@@ -92,9 +92,12 @@ def test_errors_name_the_key(data, words):
 
 
 def test_too_long_for_the_context():
+    from gpt2driver.errors import RequestError
+
     cfg = parse_config({"prompt_len": [1, 600], "gen": [512]})
-    with pytest.raises(ConfigError, match="max_seq_len 1024"):
+    with pytest.raises(RequestError, match="max_seq_len 1024") as e:  # a request error: exit 2
         expand(cfg)
+    assert e.value.exit_code == 2
 
 
 def test_config_with_a_model_file(tmp_path):
@@ -105,7 +108,9 @@ def test_config_with_a_model_file(tmp_path):
     cfg = parse_config({"checkpoint": str(ck), "gen": [32]})
     points = expand(cfg)
     assert points[0]["model"] == "tiny.bin" and points[0]["checkpoint"] == str(ck)
-    with pytest.raises(ConfigError, match="max_seq_len 64"):
+    from gpt2driver.errors import RequestError
+
+    with pytest.raises(RequestError, match="max_seq_len 64"):
         expand(parse_config({"checkpoint": str(ck), "gen": [64]}))
     with pytest.raises(ConfigError, match="checkpoint"):
         expand(parse_config({"checkpoint": str(tmp_path / "missing.bin")}))

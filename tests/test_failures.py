@@ -119,6 +119,11 @@ def test_checkpoint_random_refuses_a_shape_the_engine_cannot_run(runner, tmp_pat
                               "--channels", "32", "--max-seq-len", "8", str(out)])
     one_error(res, 2, "the engine cannot run this shape: head size 16 (channels 32 / num_heads 2)")
     assert not out.exists()
+    # a shape the header cannot hold is the same kind of mistake: exit 2 too
+    res = runner.invoke(cli, ["checkpoint", "random", "--layers", "1", "--heads", "3",
+                              "--channels", "128", "--max-seq-len", "8", str(out)])
+    one_error(res, 2, "channels (128) must be a multiple of num_heads (3)")
+    assert not out.exists()
 
 
 def test_checkpoint_info_says_whether_the_engine_runs_it(runner, tmp_path):
@@ -217,6 +222,18 @@ def test_requests_that_do_not_fit_the_model_stop_before_the_executable(runner, f
     assert fake_engine.calls() == []
 
 
+def test_points_that_do_not_fit_the_model_exit_2_in_every_experiment(runner, fake_engine, tmp_path):
+    """compare, bench and sweep: a point beyond the model's context is the same request error as in
+    run / validate / profile (exit 2), found before any point runs."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: c\nvariants: [naive]\ngen: [1024]\n")
+    for args in (["compare", "-n", "1024"], ["bench", "-n", "1024", "--no-hf"],
+                 ["sweep", "--config", str(cfg), "--out", str(tmp_path / "r")]):
+        res = runner.invoke(cli, args)
+        one_error(res, 2, "prompt (1 tokens) + gen 1024 = 1025 exceeds the model's max_seq_len 1024")
+    assert fake_engine.calls() == []
+
+
 def test_a_shape_the_engine_cannot_run_stops_every_command(runner, fake_engine, tmp_path):
     from conftest import stand_in_checkpoint
     from gpt2driver.files.checkpoint import ModelConfig
@@ -229,6 +246,15 @@ def test_a_shape_the_engine_cannot_run_stops_every_command(runner, fake_engine, 
                                                str(tmp_path / "r")]):
         res = runner.invoke(cli, args)
         one_error(res, 1, "head size 8 (channels 32 / num_heads 4) is not one the engine runs")
+    assert fake_engine.calls() == []
+
+
+def test_a_given_tokenizer_that_fails_is_not_told_to_give_one(runner, fake_engine, tmp_path):
+    """--tokenizer FILE that cannot be read: one line naming the file, without 'give --tokenizer FILE'."""
+    bad = tmp_path / "bad_tok.bin"
+    bad.write_bytes(b"not a tokenizer")
+    line = one_error(runner.invoke(cli, ["run", "--prompt", "hi", "--tokenizer", str(bad)]), 1, "bad_tok.bin")
+    assert "give --tokenizer" not in line
     assert fake_engine.calls() == []
 
 
@@ -383,6 +409,9 @@ def test_cc_in_configs_and_detected(tmp_path, monkeypatch):
 
     with pytest.raises(ConfigError, match="cc: must be >= 70"):
         parse_config({"cc": 61})
+    with pytest.raises(ConfigError, match="cc: must be <= 999, got 1000"):  # the range of --cc
+        parse_config({"cc": 1000})
+    assert parse_config({"cc": 999}).cc == 999
     monkeypatch.setattr(build_mod, "detect_cc", lambda: (61, ""))
     with pytest.raises(BuildError, match="compute capability 61 is older than the 70"):
         build_mod.resolve_cc(None)
@@ -430,6 +459,17 @@ def test_a_copy_without_the_repository_says_to_install_editable(runner, monkeypa
     monkeypatch.setattr(paths, "repo_root", lambda: tmp_path / "site-packages")
     one_error(runner.invoke(cli, args), 1, "installed without its repository (no Makefile in",
               "pip install -e")
+
+
+def test_doctor_without_the_repository_says_so(runner, monkeypatch, tmp_path):
+    """doctor in a copy installed without its repository names that as what the engine lacks."""
+    from gpt2driver import doctor, paths
+
+    monkeypatch.setattr(paths, "repo_root", lambda: tmp_path / "site-packages")
+    row = doctor.repository_check()
+    assert not row.ok and row.needed and "installed without its repository" in row.status
+    res = runner.invoke(cli, ["doctor"])
+    assert res.exit_code == 1 and "repository" in error_lines(res.output)[-1], res.output
 
 
 # -- 14. profile's copy bandwidth: measured as bench does, or given; never an H100's figure -------

@@ -65,8 +65,11 @@ def checkpoint_random(out, model, layers, heads, channels, max_seq_len, dtype, s
         raise click.UsageError("give --model or --layers/--heads/--channels, not both")
     if any(v is not None for v in custom) and not all(v is not None for v in custom):
         raise click.UsageError("a custom shape needs all of --layers, --heads and --channels")
-    cfg = (ModelConfig.custom(layers, heads, channels, max_seq_len=max_seq_len)
-           if layers is not None else ModelConfig.preset(model or DEFAULT_MODEL))
+    try:  # a shape the header cannot hold is a bad request, like one the engine cannot run (exit 2)
+        cfg = (ModelConfig.custom(layers, heads, channels, max_seq_len=max_seq_len)
+               if layers is not None else ModelConfig.preset(model or DEFAULT_MODEL))
+    except CheckpointError as e:
+        raise click.UsageError(str(e)) from None
     if cfg.engine_problem():
         raise click.UsageError(f"the engine cannot run this shape: {cfg.engine_problem()}")
     refuse_existing(out, force)

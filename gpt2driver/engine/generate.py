@@ -66,9 +66,9 @@ def encoding_for(tokenizer: Optional[str], needed: bool, note: Note):
     try:
         return tokenizer_files.get_encoding(tokenizer)
     except TokenizerError as e:
-        if needed:
-            raise TokenizerError(f"{e}; give --tokenizer FILE (or ${tokenizer_files.ENV_TOKENIZER})"
-                                 ) from None
+        if needed:  # the remedy only when no file was given (a given file's error names the file)
+            remedy = "" if tokenizer else f"; give --tokenizer FILE (or ${tokenizer_files.ENV_TOKENIZER})"
+            raise TokenizerError(f"{e}{remedy}") from None
         note(f"note: no tokenizer: {e}; printing token ids (--tokenizer FILE for text)")
         return None
 

@@ -112,11 +112,13 @@ def _as_list(key: str, value: Any) -> List[Any]:
     return [value]
 
 
-def _int(key: str, value: Any, minimum: int) -> int:
+def _int(key: str, value: Any, minimum: int, maximum: Optional[int] = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{key}: expected an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise ConfigError(f"{key}: must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{key}: must be <= {maximum}, got {value}")
     return value
 
 
@@ -260,7 +262,7 @@ def parse_config(data: Any, default_name: str = "sweep") -> SweepConfig:
     if data.get("exclude") is not None:
         cfg.exclude = _exclude(data["exclude"])
     if data.get("cc") is not None:
-        cfg.cc = _int("cc", data["cc"], names.MIN_CC)
+        cfg.cc = _int("cc", data["cc"], names.MIN_CC, names.MAX_CC)
     if data.get("copy_gbps") is not None:
         cfg.copy_gbps = _copy_gbps(data["copy_gbps"])
     if data.get("profile") is not None:

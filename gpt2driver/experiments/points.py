@@ -43,8 +43,8 @@ def _shape(cfg: SweepConfig, model: str) -> ModelConfig:
 def _check_point(shape: ModelConfig, model: str, prompt_len: int, gen: int) -> None:
     try:
         preflight.check_tokens(shape, preflight.Request(gen=gen, prompt_len=prompt_len))
-    except RequestError as e:
-        raise ConfigError(f"{e} ({model})") from None
+    except RequestError as e:  # a request that does not fit the model: exit 2, as in run / validate / profile
+        raise RequestError(f"{e} ({model})") from None
 
 
 def excluded(point: Mapping[str, Any], rules: Iterable[Mapping[str, List[Any]]]) -> bool:
@@ -59,8 +59,9 @@ def expand(cfg: SweepConfig) -> List[Dict[str, Any]]:
 
     A value given twice in an axis (``batch: [1, 1]``) makes one point: each id is run once.
 
-    Raises ConfigError when the engine does not run the model's shape, or a point does not fit
-    its context (prompt_len + gen > maxT): the pre-flight check of every point, before any runs.
+    Raises ConfigError when the engine does not run the model's shape, RequestError (exit 2) when a
+    point does not fit its context (prompt_len + gen > maxT): the pre-flight check of every point,
+    before any runs.
     """
     s = cfg.sampling
     sampling = {"sampling": "greedy" if s["greedy"] else "sample",

@@ -42,8 +42,8 @@ def ncu_nvtx_include(range_name: str = MEASURE_RANGE) -> str:
     return f"{NVTX_DOMAIN}@{range_name}/"
 
 
-# H100 80GB HBM3 device-to-device copy, read + write counted (docs/perf-notes.md).
-# H100 80GB HBM3 device-to-device copy, read + write counted (docs/perf-notes.md).
+# H100 80GB HBM3 device-to-device copy, read + write counted (docs/perf-notes.md): the tables' default when a
+# caller gives none; the CLI always passes the measured or given bandwidth, or None.
 DEFAULT_COPY_GBPS = 3000.0
 
 PERMISSION_MARKERS = ("ERR_NVGPUCTRPERM",
