@@ -16,7 +16,8 @@ inline void require_head_size(int HS) {
 }
 
 // Offset of element d of head h's cached key (or value) at position p of row b: the cache of a layer is
-// [B][NH][maxT][HS]. Every K/V store (kv_store_kernel, the fused QKV epilogues) and reader goes through it.
+// [B][NH][maxT][HS]. Every K/V store (kv_store_kernel, the fused QKV epilogues, the v2 links) goes through it; the
+// attention kernels of attention.cu compute a head's base, ((b * NH + h) * maxT) * HS, the same way by hand.
 __host__ __device__ __forceinline__ size_t cache_offset(int b, int h, int p, int d, int NH, int maxT, int HS) {
     return (((size_t)b * NH + h) * maxT + p) * HS + d;
 }
