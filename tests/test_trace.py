@@ -421,7 +421,8 @@ def test_run_trace_writes_everything(fake_profile, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "env.json").read_text())[T.CUPTI_DIR_ENV] == str(wheel)
     assert rep.tool == "trace" and rep.steps == 4 and rep.step_us == pytest.approx(50.0)
     assert len(rep.table) == 48 and rep.result.config["variant"] == "optimized"
-    for name in ("trace.json", "kernels.csv", "steps.csv", "stamps.csv", "trace.stdout.txt", "trace.cmd.txt"):
+    for name in ("trace.json", "kernels.csv", "steps.csv", "links.csv", "stamps.csv", "budget.csv",
+                 "trace.stdout.txt", "trace.cmd.txt"):
         assert (out / name).is_file(), name
     assert (out / "trace.stdout.txt").read_text() == OPT.read_text()
     assert_chrome_trace(json.loads((out / "trace.json").read_text()))
@@ -712,6 +713,22 @@ def test_checks_on_real_h200_v19_captures():
     assert got["kernels"].ok and got["step"].ok and "+2.4%" in got["step"].text
     assert not got["stamps"].ok and "stages cover 81.5..97.1%" in got["stamps"].text
     assert all(s.covered_ns for s in opt.stamped) and len(opt.stamped) == 49
+    # the link budget the decode work reads off it (docs/perf-notes.md v1.9): what each stage adds to the step,
+    # and, inside the stamped kernels, each stage's time per block and the completion tail after the last stamp
+    links = T.link_table(opt).set_index("stage")
+    assert list(links.index) == ["embedding", "qkv", "attn", "attproj", "fc", "fcproj", "logits"]
+    assert links.loc["qkv", "per_step"] == 12 and links.loc["logits", "per_step"] == 1
+    assert links.loc["fcproj", "link_us"] == pytest.approx(4.42, abs=0.01)
+    assert links.loc["attproj", "link_us"] == pytest.approx(1.76, abs=0.01)
+    assert links["step_share"].sum() == pytest.approx(1.0)
+    budget = T.stage_budget(opt).set_index("label")
+    assert list(budget.index) == ["qkv", "attproj", "fc", "fcproj", "logits"]
+    assert (budget["launches"] == [12, 12, 12, 12, 1]).all()
+    assert budget.loc["fcproj", "mma_us"] == pytest.approx(2.37, abs=0.01)
+    assert budget.loc["attproj", "input_us"] == pytest.approx(0.57, abs=0.01)
+    assert ((budget["tail_us"] > 0.8) & (budget["tail_us"] < 1.2)).all()
+    text = T.summarize(opt, top=2)
+    assert "link_us" in text and "tail_us" in text
     kv = _real("v19_kvonly_b1")
     assert kv.info["api_mode"] == "kinds-label" and kv.order == "label-order"
     assert int(kv.info["placed_order"]) == 2682 and int(kv.info["placed_launch"]) == 149

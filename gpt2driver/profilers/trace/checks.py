@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Sequence
 
-from .frames import kernel_table, stamp_table, step_totals
+from .frames import kernel_table, link_table, stage_budget, stamp_table, step_totals
 from .model import Timeline, api_summary, as_int
 
 TOLERANCE = 0.05  # the checks' relative tolerance
@@ -139,6 +139,17 @@ def summarize(tl: Timeline, top: int = 10, notes: Sequence[str] = ()) -> str:
                           floatfmt=".2f"))
     if len(shown) < len(last):
         lines.append(f"... {len(last) - len(shown)} more kernels in kernels.csv")
+    links = link_table(tl)
+    lines.append("per stage: kernels per step, median duration, and link_us, the median from the end of the kernel "
+                 "before it to its own end (what it adds to the step), us:")
+    lines.append(tabulate(links.astype(object).values.tolist(), headers=list(links.columns), tablefmt="github",
+                          floatfmt=".2f"))
+    budget = stage_budget(tl)
+    if len(budget):
+        lines.append(f"step {tl.steps - 1}, stamped kernels: each stage's time per block and the tail after the last "
+                     f"stamp (the grid's completion), median over their launches, us:")
+        lines.append(tabulate(budget.astype(object).values.tolist(), headers=list(budget.columns),
+                              tablefmt="github", floatfmt=".2f"))
     placed = placement_note(tl)
     lines += [f"note: {n}" for n in ([placed] if placed else []) + list(notes)]
     return "\n".join(lines)

@@ -101,3 +101,49 @@ def stamp_table(tl: Timeline):
                          "kernel_us": k.dur / 1e3 if k else math.nan,
                          "sum_pct": 100.0 * total / k.dur if k and k.dur > 0 else math.nan})
     return pd.DataFrame.from_records(rows)
+
+
+def stage_budget(tl: Timeline):
+    """The link budget of the stamped kernels of the last step, one row per label (qkv, attproj, ..., in
+    step order): launches, each stage's time per block (the median over the launches of their mean per
+    block, us) and tail_us, the median time from the kernel's last stamp to its CUPTI end (the grid's
+    completion, which no stamp can see). Empty without stamps."""
+    import pandas as pd
+
+    st = stamp_table(tl)
+    if not len(st):
+        return pd.DataFrame()
+    st = st.assign(tail_us=st["kernel_us"] - st.groupby("slot")["end_us"].transform("max"))
+    order = list(dict.fromkeys(st["label"]))
+    stages = list(dict.fromkeys(st["stage"]))
+    rows = []
+    for label in order:
+        part = st[st["label"] == label]
+        row = {"label": label, "launches": part["slot"].nunique()}
+        for stage in stages:
+            per = part[part["stage"] == stage]["mean_us"]
+            row[f"{stage}_us"] = float(per.median()) if len(per) else math.nan
+        row["tail_us"] = float(part.groupby("slot")["tail_us"].first().median())
+        rows.append(row)
+    return pd.DataFrame.from_records(rows)
+
+
+def link_table(tl: Timeline):
+    """What each stage adds to the step's chain, one row per stage in step order: kernels per step, the
+    median kernel duration, and link_us, the median time from the end of the kernel before it (in the same
+    step; the step's begin for the first) to its own end: under programmatic dependent launch a kernel is
+    resident long before its turn, so its duration overstates what it costs the step and link_us does not."""
+    import pandas as pd
+
+    kt = kernel_table(tl)
+    if not len(kt):
+        return pd.DataFrame()
+    kt = kt.sort_values(["step", "idx"])
+    kt = kt.assign(link_us=kt["end_us"] - kt.groupby("step")["end_us"].shift(1).fillna(0.0))
+    rows = []
+    for stage in dict.fromkeys(kt["stage"]):
+        part = kt[kt["stage"] == stage]
+        rows.append({"stage": stage, "per_step": len(part) / max(1, kt["step"].nunique()),
+                     "dur_us": float(part["dur_us"].median()), "link_us": float(part["link_us"].median()),
+                     "step_share": float(part["link_us"].sum() / kt["link_us"].sum())})
+    return pd.DataFrame.from_records(rows)

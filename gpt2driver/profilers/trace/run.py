@@ -13,7 +13,7 @@ from ...engine.runner import communicate_group, spawn_group, tail
 from ...errors import RunError
 from ..common import ProfileReport, ToolRun, check_run
 from .chrome import write_chrome_trace
-from .frames import kernel_table, stamp_table, step_totals
+from .frames import kernel_table, link_table, stage_budget, stamp_table, step_totals
 from .model import Timeline, parse_trace
 from .png import plot_step
 
@@ -45,7 +45,8 @@ class TraceReport(ProfileReport):
 def run_trace(binary: Path, args: Sequence[str], out_dir: Path, timeout: float) -> TraceReport:
     """Run the profile executable with ``args`` (the usual ones and TRACE_FLAGS) and keep, in ``out_dir``: the raw
     output (trace.stdout.txt), trace.json (Chrome trace), timeline.png, kernels.csv, steps.csv,
-    stamps.csv. The report's table is kernels.csv's (one row per kernel of every step).
+    links.csv (what each stage adds to the step), stamps.csv and budget.csv (the stamped kernels' stages and
+    completion tail per label). The report's table is kernels.csv's (one row per kernel of every step).
 
     RunError when the executable fails (no CUPTI, no GPU: its one-line reason), ProfilingError when
     the trace is empty."""
@@ -73,8 +74,10 @@ def run_trace(binary: Path, args: Sequence[str], out_dir: Path, timeout: float) 
     kt.to_csv(out_dir / "kernels.csv", index=False)
     tot = step_totals(tl)
     tot.to_csv(out_dir / "steps.csv", index=False)
+    link_table(tl).to_csv(out_dir / "links.csv", index=False)
     if tl.stamped:
         stamp_table(tl).to_csv(out_dir / "stamps.csv", index=False)
+        stage_budget(tl).to_csv(out_dir / "budget.csv", index=False)
     why = plot_step(tl, out_dir / "timeline.png")
     step_us = float(tot["step_us"].mean()) if "step_us" in tot and len(tot) else None
     return TraceReport("trace", kt, tl.steps, out_dir, res, None, step_us, [cmd], [why] if why else [],
