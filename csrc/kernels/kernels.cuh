@@ -53,7 +53,6 @@ struct DecodeEpilogue {
 // linear_mma_kernel's stamped stages in kernel order (argmax: the logits product with the fused greedy token).
 constexpr const char* kDecodeLinearStages = "prologue,wait,input,mma,epilogue,argmax";
 // ln: the product LayerNorms its input rows (DecodeEpilogue::ln_w), whose parameters take shared memory too.
-size_t decode_linear_smem(int M, int K, bool ln);
 bool decode_linear_supported(int M, int N, int K, bool ln);
 // pdl: launch with programmatic dependent launch (Variant::pdl).
 void decode_linear(floatX* out, const floatX* inp, const floatX* w, int M, int N, int K, const DecodeEpilogue& e,

@@ -349,8 +349,6 @@ void dispatch(OutT* out, const floatX* inp, const floatX* w, int M, int N, int K
 
 }  // namespace
 
-size_t decode_linear_smem(int M, int K, bool ln) { return smem_bytes(M, K, ln, use_smem_weights(M, K, ln)); }
-
 bool decode_linear_supported(int M, int N, int K, bool ln) {
     if (!(has_mma16816() && M >= 1 && M <= 16 && K % 32 == 0 && N % kTileN == 0 &&
           smem_bytes(M, K, ln, false) + kStaticSmemReserve <= (size_t)max_smem_optin()))
@@ -373,7 +371,6 @@ void decode_logits(float* out, const floatX* inp, const floatX* w, int M, int N,
 
 #else  // FP32 builds use the CUDA-core kernels of gemv.cu
 
-size_t decode_linear_smem(int, int, bool) { return 0; }
 bool decode_linear_supported(int, int, int, bool) { return false; }
 void decode_linear(floatX*, const floatX*, const floatX*, int, int, int, const DecodeEpilogue&, bool, cudaStream_t) {
     GD_FAIL(EXIT_CUDA, "decode_linear is not available in FP32 builds");
