@@ -898,7 +898,6 @@ void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
             .num("blocks", nb)
             .num("covered_ns", (int64_t)covered)
             .emit();
-        uint64_t sum = 0;
         for (int st = 0; st < (int)sl.stages.size() && st < kMaxStages && nb; st++) {
             std::vector<std::pair<uint64_t, uint64_t>> iv;
             double mean = 0;
@@ -910,7 +909,6 @@ void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
             uint64_t lo = UINT64_MAX, hi = 0;
             for (auto& [a, e] : iv) lo = std::min(lo, a), hi = std::max(hi, e);
             const uint64_t u = union_length(iv);
-            sum += u;
             Record("stamp")
                 .num("slot", (int)i)
                 .num("stage", st)
@@ -922,7 +920,7 @@ void emit_trace(const Tracer& t, const StampData* sd, const TraceRun& run) {
                 .num("blocks", (int)iv.size())
                 .emit();
         }
-        if (nb && sum) {
+        if (nb && covered) {
             const TraceKernel& k = K[match[i].kernel];
             const double ratio = (double)covered / (double)(k.end - k.start);
             smin = std::min(smin, ratio), smax = std::max(smax, ratio);
