@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One GPU call for the large-batch decode and the prefill (issue 14): build BF16 for the detected CC (and the
+# base commit's csrc when .data/base.tar.gz exists: `git archive --format=tar.gz -o .data/base.tar.gz <base> csrc
+# Makefile`); time optimized (and kvonly, KVONLY=1) at BATCHES (default "32 64 128 256"; 256 new tokens, median of
+# REPEAT=3), base vs new; time to first token at B=16 P=512 and B=1 P=1000; TRACE=1 adds the kernels of a decode
+# step at B=64 and 256 (position ~128, `gpt2driver profile --tool trace`) and the prefill's stages (builtin);
+# VALIDATE=1 validates B=64 and a 1000-token prompt and runs memcheck at B=256; GPU_TESTS=1 adds pytest -m gpu
+# (GPU_TESTS_K filters). Logs in $OUT/logs.tgz, the timing table last.
+. "$(dirname "$0")/common.sh"
+rm -rf build results /tmp/base
+install_driver
+SECONDS=0
+HAVE_BASE=
+if [ -f .data/base.tar.gz ]; then
+  HAVE_BASE=1
+  mkdir -p /tmp/base && tar xzf .data/base.tar.gz -C /tmp/base && (cd /tmp/base && make GPU_COMPUTE_CAPABILITY=$GPU_CC PRECISION=BF16 -j8 >"$OUT/build_base.log" 2>&1) &
+fi
+for p in ${PRECS:-BF16}; do $G build --cc $GPU_CC --precision $p -j 16 >"$OUT/build_$p.log" 2>&1 || { echo "build $p failed"; tail -20 "$OUT/build_$p.log"; exit 1; }; done
+wait; echo "builds done in ${SECONDS}s"
+B=build/sm${GPU_CC}_bf16; OLD=/tmp/base/build/sm${GPU_CC}_bf16
+mkdir -p models; $G checkpoint random --model gpt2 --dtype bf16 --seed 0 models/gpt2_bf16.bin >/dev/null
+M=models/gpt2_bf16.bin
+if [ -n "${VALIDATE:-}" ]; then
+  V="$G validate --cc $GPU_CC --bin-dir $B --checkpoint $M --worst 0"
+  timeout 120 $V -b 64 -n 16 --prompt-len 7 > "$OUT/validate64.txt" 2>&1; echo "validate B=64 rc=$? $(tail -1 "$OUT/validate64.txt")"
+  timeout 120 $V -b 2 -n 8 --prompt-len 1000 > "$OUT/validate_p1000.txt" 2>&1; echo "validate B=2 P=1000 rc=$? $(tail -1 "$OUT/validate_p1000.txt")"
+  timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 $B/optimized -e $M -b 256 -g 4 --prompt-len 70 --warmup 0 -q > "$OUT/memcheck_b256.txt" 2>&1; echo "memcheck optimized B=256 rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_b256.txt")"
+fi
+C="--checkpoint $M -n ${GEN:-256}"
+VARS=optimized; [ -n "${KVONLY:-}" ] && VARS=optimized,kvonly
+for b in ${BATCHES:-32 64 128 256}; do
+  [ -n "$HAVE_BASE" ] && REPEAT=${REPEAT:-3} tm base_b$b --bin-dir $OLD $C --variants optimized -b $b
+  REPEAT=${REPEAT:-3} tm new_b$b --bin-dir $B $C --variants $VARS -b $b
+done
+for pb in "512 16" "1000 1"; do
+  set -- $pb
+  [ -n "$HAVE_BASE" ] && tm ttft_p$1_b$2_base --bin-dir $OLD --checkpoint $M --variants optimized -b $2 -n 2 --prompt-len $1
+  tm ttft_p$1_b$2_new --bin-dir $B --checkpoint $M --variants optimized -b $2 -n 2 --prompt-len $1
+done
+if [ -n "${TRACE:-}" ]; then
+  for b in ${TRACE_BATCHES:-64 256}; do
+    timeout 120 $G profile --cc $GPU_CC --tool trace -b $b --steps 8 --warmup 4 --prompt-len 128 --top 0 -q >"$OUT/trace_b$b.txt" 2>&1
+    echo "== trace optimized B=$b rc=$?"; tail -45 "$OUT/trace_b$b.txt"
+  done
+fi
+if [ -n "${GPU_TESTS:-}" ]; then
+  SECONDS=0; timeout ${GPU_TESTS_TIMEOUT:-270} python3 -m pytest -m gpu -q -x -p no:cacheprovider tests/test_gpu_engine.py ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} >"$OUT/pytest_gpu.txt" 2>&1; echo "pytest gpu rc=$? in ${SECONDS}s"; tail -4 "$OUT/pytest_gpu.txt"
+fi
+echo "== timing (ms/step, tok/s; prefill_ms is the time to first token)"; cat "$T"
