@@ -5,7 +5,7 @@
 # REPEAT=3), base vs new; time to first token at B=16 P=512 and B=1 P=1000; TRACE=1 adds the kernels of a decode
 # step at B=64 and 256 (position ~128, `gpt2driver profile --tool trace`) and the prefill's stages (builtin);
 # VALIDATE=1 validates B=64 and a 1000-token prompt and runs memcheck at B=256; GPU_TESTS=1 adds pytest -m gpu
-# (GPU_TESTS_K filters). Logs in $OUT/logs.tgz, the timing table last.
+# (GPU_TESTS_K filters); PREFILL_NCU=1 the prefill's kernels under ncu. Logs in $OUT/logs.tgz, the timing table last.
 . "$(dirname "$0")/common.sh"
 rm -rf build results /tmp/base
 install_driver
@@ -41,6 +41,13 @@ if [ -n "${TRACE:-}" ]; then
   for b in ${TRACE_BATCHES:-64 256}; do
     timeout 120 $G profile --cc $GPU_CC --tool trace -b $b --steps 8 --warmup 4 --prompt-len 128 --top 0 -q >"$OUT/trace_b$b.txt" 2>&1
     echo "== trace optimized B=$b rc=$?"; tail -45 "$OUT/trace_b$b.txt"
+  done
+fi
+if [ -n "${PREFILL_NCU:-}" ]; then  # the prefill's kernels under ncu: B=1 P=900 (one chunk), B=16 P=512 (its first chunks)
+  for pb in "900 1 400" "512 16 200"; do
+    set -- $pb
+    timeout 240 $G profile --cc $GPU_CC --tool ncu --phase prefill -b $2 --prompt-len $1 --steps 1 --warmup 0 --launch-count $3 --top 0 -q >"$OUT/ncu_prefill_p$1_b$2.txt" 2>&1
+    echo "== ncu prefill P=$1 B=$2 rc=$?"; grep -E "^\|" "$OUT/ncu_prefill_p$1_b$2.txt" | head -24
   done
 fi
 if [ -n "${GPU_TESTS:-}" ]; then

@@ -47,10 +47,14 @@ RUN_TIMEOUT = 600
 # (B, prompt length, gen, dump stride). B=1/P=300/gen=724 fills the whole 1024-token context; its
 # stride of 5 keeps the dump small and leaves the last step (723) off the stride, so the dump's
 # "last step always" rule is exercised. B=16 stays short: naive recomputes everything each step.
+# B = 32, 64 and 256 take the large-batch decode (the wide attention kernel that also stores the new
+# key and value, the multi-block greedy argmax), past its position 32 (two key splits per head) at
+# B = 64; B = 2 with a 1000-token prompt prefills one long chunk and decodes at the end of the context.
 CASES = [
     (1, 1, 64, 1), (1, 7, 64, 1), (1, 300, 724, 5),
     (3, 1, 48, 1), (3, 7, 48, 1), (3, 300, 40, 1),
     (16, 1, 12, 1), (16, 7, 12, 1), (16, 300, 6, 1),
+    (32, 7, 8, 1), (64, 30, 40, 3), (256, 5, 3, 1), (2, 1000, 8, 1),
 ]
 CASE_IDS = [f"B{b}-P{p}-gen{g}" for b, p, g, _ in CASES]
 

@@ -17,15 +17,18 @@ LinkPlan link_plan_for(const ModelConfig& c, const Variant& v, int B) {
     return make_link_plan(c, B);
 }
 
+// Per-chunk activations, floatX values: x (the residual stream), one buffer for the LayerNorm output and the
+// attention's (never live together), one for the QKV rows and the MLP's hidden rows (QKV is dead once the
+// attention has read it), and tmp, the residual's scratch when it is not fused into the products.
 struct ActSizes {
-    size_t x, qkv, fch, lnf, logits, kv, scratch, links;
+    size_t x, tmp, wide, lnf, logits, kv, scratch, links;
 };
 ActSizes act_sizes(const ModelConfig& c, const Variant& v, int B, int max_chunk) {
     size_t M = (size_t)B * max_chunk, C = c.channels;
     ActSizes a;
     a.x = M * C;
-    a.qkv = M * 3 * C;
-    a.fch = M * 4 * C;
+    a.tmp = v.fused ? 0 : M * C;
+    a.wide = M * 4 * C;
     a.lnf = (size_t)B * C;
     a.logits = (size_t)B * c.padded_vocab;
     a.kv = (size_t)c.num_layers * B * c.max_seq_len * C;  // per K and per V
@@ -34,8 +37,8 @@ ActSizes act_sizes(const ModelConfig& c, const Variant& v, int B, int max_chunk)
     return a;
 }
 
-// floatX values of the per-chunk activations: x, ln, atty, tmp, qkv, fch
-size_t chunk_values(const ActSizes& a) { return 4 * a.x + a.qkv + a.fch; }
+// floatX values of the per-chunk activations: x, ln/atty, tmp, qkv/fch
+size_t chunk_values(const ActSizes& a) { return 2 * a.x + a.tmp + a.wide; }
 }  // namespace
 
 size_t runner_bytes(const ModelConfig& cfg, const Variant& v, int B, int max_chunk) {
@@ -53,11 +56,9 @@ Runner::Runner(const ModelConfig& cfg, const Weights& w, Variant v, int B, int m
         return device_alloc(n * elem, what);
     };
     x_ = (floatX*)alloc(a.x, sizeof(floatX), "activations");
-    ln_ = (floatX*)alloc(a.x, sizeof(floatX), "activations");
-    atty_ = (floatX*)alloc(a.x, sizeof(floatX), "activations");
-    tmp_ = (floatX*)alloc(a.x, sizeof(floatX), "activations");
-    qkv_ = (floatX*)alloc(a.qkv, sizeof(floatX), "activations");
-    fch_ = (floatX*)alloc(a.fch, sizeof(floatX), "activations");
+    ln_ = atty_ = (floatX*)alloc(a.x, sizeof(floatX), "activations");
+    tmp_ = a.tmp ? (floatX*)alloc(a.tmp, sizeof(floatX), "activations") : nullptr;
+    qkv_ = fch_ = (floatX*)alloc(a.wide, sizeof(floatX), "activations");
     lnf_ = (floatX*)alloc(a.lnf, sizeof(floatX), "activations");
     logits_ = (float*)alloc(a.logits, sizeof(float), "logits");
     attn_scratch_ = a.scratch ? (float*)alloc(a.scratch, sizeof(float), "attention scratch") : nullptr;
@@ -85,7 +86,7 @@ void Runner::drop_graphs() {
 
 Runner::~Runner() {
     drop_graphs();
-    for (void* p : {(void*)x_, (void*)ln_, (void*)atty_, (void*)tmp_, (void*)qkv_, (void*)fch_, (void*)lnf_,
+    for (void* p : {(void*)x_, (void*)ln_, (void*)tmp_, (void*)qkv_, (void*)lnf_,
                     (void*)logits_, (void*)attn_scratch_, (void*)res_[0], (void*)d_pos_, (void*)argmax_, (void*)kcache_, (void*)vcache_})
         if (p) cudaFree(p);
 }
@@ -196,7 +197,8 @@ void Runner::forward(int T, bool greedy_step, bool logits) {
             }
             {
                 StageScope stage(timer, "attn", stream_);
-                kv_store(kc, vc, qkv_, d_pos_, B, T, NH, HS, maxT, stream_);
+                if (!(T == 1 && v_.split_attn && attention_decode_stores_kv(B)))
+                    kv_store(kc, vc, qkv_, d_pos_, B, T, NH, HS, maxT, stream_);
                 attention(kc, vc, T);
             }
             {
@@ -251,14 +253,20 @@ void Runner::forward(int T, bool greedy_step, bool logits) {
 void Runner::sample(int T, const SamplingParams& sp) {
     {
         StageScope stage(timer, "sample", stream_);
-        sample_tokens(tokens_, logits_, d_pos_, T, B_, cfg_.vocab_size, cfg_.padded_vocab, cfg_.max_seq_len, sp, stream_);
+        sample_tokens(tokens_, logits_, d_pos_, T, B_, cfg_.vocab_size, cfg_.padded_vocab, cfg_.max_seq_len, sp, argmax_,
+                      stream_);
     }
 }
 
 int prefill_chunk(const ModelConfig& cfg, int B, int P) {
-    const size_t per_token = chunk_values(act_sizes(cfg, Variant(), B, 1)) * sizeof(floatX);
-    const size_t fit = ((size_t)32 << 20) / per_token;
-    return (int)std::max<size_t>(1, std::min<size_t>((size_t)P, fit));
+    Variant unfused;  // the larger case: with the residual's scratch
+    unfused.fused = false;
+    const size_t per_token = chunk_values(act_sizes(cfg, unfused, B, 1)) * sizeof(floatX);
+    const int fit = (int)std::max<size_t>(1, std::min<size_t>((size_t)P, ((size_t)32 << 20) / per_token));
+    // As few chunks as fit, of equal size rounded up to the prefill attention's 64 queries where that still fits
+    // (512 tokens at B = 16: 192 + 192 + 128, not 195 + 195 + 122).
+    const int chunks = (P + fit - 1) / fit, even = (P + chunks - 1) / chunks, round = (even + 63) / 64 * 64;
+    return round <= fit ? std::min(round, P) : even;
 }
 
 void Runner::prefill(int P, bool do_sample, const SamplingParams& sp) {

@@ -77,6 +77,7 @@ private:
     int* tokens_;  // [B][maxT], not owned
     cudaStream_t stream_;
     int* d_pos_ = nullptr;
+    // ln_ and atty_ share a buffer, as do qkv_ and fch_ (act_sizes in gpt2.cu); tmp_ only for an unfused residual
     floatX *x_, *ln_, *qkv_, *atty_, *fch_, *tmp_, *lnf_, *kcache_, *vcache_;
     float *logits_, *attn_scratch_;
     unsigned long long* argmax_ = nullptr;  // [B] fused greedy maxima, then one int ticket
@@ -87,8 +88,8 @@ private:
     SamplingParams graph_sp_[2];
 };
 
-// Tokens per prefill chunk of a cached Runner: the whole prompt, or fewer so that the chunk's activations
-// (11 x C values per token and row) stay within 32 MiB.
+// Tokens per prefill chunk of a cached Runner: the whole prompt, or as few chunks as keep the chunk's activations
+// (7 x C values per token and row at most) within 32 MiB, of equal size (a multiple of 64 where that fits).
 int prefill_chunk(const ModelConfig& cfg, int B, int P);
 // Bytes a Runner of variant v will allocate (activations, KV cache), for the up-front memory check.
 size_t runner_bytes(const ModelConfig& cfg, const Variant& v, int B, int max_chunk);

@@ -278,6 +278,121 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     }
 }
 
+// Wide decode (B > kWideMinRows, where B x NH heads fill the GPU): a block of kWideWarps warps per work item (b, h,
+// key split; `parts` splits per head only when there are too few heads to fill the GPU, else one). The block
+// walks its keys in tiles of `kt`, two in flight: each tile's K and V rows are copied into shared memory with
+// cp.async (one round trip for the first two tiles, issued before the PDL wait: the cached keys before the new
+// token and the position do not depend on the QKV product), each warp takes a quarter of a tile, keeping its
+// online softmax across tiles, and the warps merge through shared memory at the end. The new token's key and
+// value come from its QKV row, and the block also stores them into the cache (this path has no separate K/V
+// store). With several splits each block writes its partial (max, normaliser, output) and the last of the head
+// to finish (atomic ticket, reset after use) merges them. Every block of the grid has work (a graph replays it
+// at every position): with `parts` splits, a head uses as many as give each >= kWideMinKeys keys, so the
+// blocks of the splits it does not use (split-major: they come last) exit at once.
+constexpr int kWideWarps = 4, kWideMinKeys = 64, kWideMinRows = 16, kWideSmemBytes = 40 * 1024;
+
+template <int HS>
+__global__ void __launch_bounds__(kWideWarps * 32)
+    attention_wide_kernel(floatX* out, float* part, int* tickets, const floatX* qkv, floatX* kc, floatX* vc,
+                          const int* d_pos, int B, int NH, int maxT, int nsplit, int kt, int parts) {
+    extern __shared__ __align__(16) unsigned char wide_smem[];
+    __shared__ float sm_m[kWideWarps], sm_l[kWideWarps], sm_acc[kWideWarps][HS];
+    __shared__ int ticket;
+    constexpr int kChunks = HS / kVec;  // 16-byte pieces of a cache row
+    floatX* buf = reinterpret_cast<floatX*>(wide_smem);  // 2 stages x (K tile, V tile), kt rows each
+    auto ktile = [&](int t) { return buf + (size_t)(t % 2) * 2 * kt * HS; };
+    auto vtile = [&](int t) { return ktile(t) + (size_t)kt * HS; };
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, heads = B * NH, C = NH * HS;
+    const int bh = blockIdx.x % heads, split = blockIdx.x / heads, h = bh % NH, b = bh / NH;
+    const int pos = *d_pos, len = pos + 1;
+    const int used = min(parts, ceil_div(len, kWideMinKeys));
+    const bool active = split < used;
+    const int span = ceil_div(len, used), j0 = split * span, j1 = min(len, j0 + span), n = j1 - j0;
+    const int tiles = ceil_div(n, kt);
+    const size_t head = ((size_t)b * NH + h) * maxT * HS;
+    floatX *kh = kc + head, *vh = vc + head;
+    const floatX* row = qkv + (size_t)b * 3 * C + h * HS;  // this head's query; its key at + C, value at + 2C
+    // Tile t's rows into its stage; the new token's row from the QKV row only after the wait (after_wait).
+    auto stage = [&](int t, bool after_wait) {
+        const int r0 = t * kt, rows = min(kt, n - r0);
+        floatX *kd = ktile(t), *vd = vtile(t);
+        for (int i = threadIdx.x; i < rows * kChunks; i += blockDim.x) {
+            const int r = i / kChunks, c = (i % kChunks) * kVec, key = j0 + r0 + r;
+            if (key == pos) {
+                if (after_wait) {
+                    cp_async16(kd + r * HS + c, row + C + c);
+                    cp_async16(vd + r * HS + c, row + 2 * C + c);
+                }
+                continue;
+            }
+            cp_async16(kd + r * HS + c, kh + (size_t)key * HS + c);
+            cp_async16(vd + r * HS + c, vh + (size_t)key * HS + c);
+        }
+        cp_async_commit();
+    };
+    if (active)
+        for (int t = 0; t < min(2, tiles); t++) stage(t, false);
+    pdl_wait();
+    if (!active) return;
+    if (j1 == len && threadIdx.x < kChunks) {  // the new token into the cache, and into its tile if staged already
+        const int c = threadIdx.x * kVec, r = pos - j0, t = r / kt;
+        const VecX kv = *reinterpret_cast<const VecX*>(row + C + c), vv = *reinterpret_cast<const VecX*>(row + 2 * C + c);
+        *reinterpret_cast<VecX*>(kh + (size_t)pos * HS + c) = kv;
+        *reinterpret_cast<VecX*>(vh + (size_t)pos * HS + c) = vv;
+        if (t < 2) {
+            *reinterpret_cast<VecX*>(ktile(t) + (r % kt) * HS + c) = kv;
+            *reinterpret_cast<VecX*>(vtile(t) + (r % kt) * HS + c) = vv;
+        }
+    }
+    float q[kVec];
+    load_query<HS>(q, row - h * HS, h, lane);
+    SoftmaxState st;
+    for (int t = 0; t < tiles; t++) {
+        if (t + 1 < tiles) cp_async_wait<1>();
+        else cp_async_wait<0>();
+        __syncthreads();  // tile t (and the new token's row) visible to every warp
+        const int rows = min(kt, n - t * kt), wspan = ceil_div(rows, kWideWarps);
+        const int w0 = min(rows, warp * wspan), w1 = min(rows, w0 + wspan);
+        attend_range<HS>(st, q, ktile(t), vtile(t), w0, w1, lane);
+        if (t + 2 < tiles) {
+            __syncthreads();  // every warp is done with the stage tile t + 2 reuses
+            stage(t + 2, true);
+        }
+    }
+    warp_finish<HS>(st);
+    save_warp<HS>(st, sm_m, sm_l, sm_acc, warp, lane);
+    __syncthreads();
+    floatX* o = out + (size_t)b * C + h * HS;
+    float* base = part + (size_t)bh * nsplit * (HS + 2);
+    if (warp == 0) {
+        float m, l, acc[kVec];
+        merge_warps<HS, kWideWarps>(sm_m, sm_l, sm_acc, lane, m, l, acc);
+        if (used == 1) {
+            store_out<HS>(o, acc, l, lane);
+        } else {
+            float* dst = base + split * (HS + 2);
+            if (lane == 0) {
+                dst[0] = m;
+                dst[1] = l;
+            }
+            if (lane < Lanes<HS>::kLpk)
+#pragma unroll
+                for (int e = 0; e < kVec; e++) dst[2 + lane * kVec + e] = acc[e];
+            __threadfence();
+            __syncwarp();  // every lane's partial is visible before lane 0 takes the ticket
+            if (lane == 0) ticket = atomicAdd(&tickets[bh], 1);
+        }
+    }
+    __syncthreads();
+    if (used > 1 && ticket == used - 1 && warp == 0) {  // the head's last split to finish merges them
+        __threadfence();
+        if (lane == 0) tickets[bh] = 0;
+        float l, acc[kVec];
+        merge_splits<HS>(base, used, lane, l, acc);
+        store_out<HS>(o, acc, l, lane);
+    }
+}
+
 void attention_forward(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache, const int* d_pos,
                        int B, int T, int NH, int HS, int maxT, cudaStream_t s) {
 #if !defined(PRECISION_FP32)
@@ -295,17 +410,26 @@ void attention_forward(floatX* out, const floatX* qkv, const floatX* kcache, con
     CUDA_CHECK_LAUNCH();
 }
 
+bool attention_decode_stores_kv(int B) { return B > kWideMinRows; }
+
 size_t attention_split_scratch(int B, int NH, int HS, int maxT) {
-    // partials (at most ceil(maxT / kMinSplitKeys) splits per head), then one int ticket per head (zeroed by
-    // the caller once)
+    // partials, then one int ticket per head (zeroed by the caller once)
     return (size_t)B * NH * ceil_div(maxT, kMinSplitKeys) * (HS + 2) + (size_t)B * NH;
 }
 
-void attention_decode_split(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache,
-                            const int* d_pos, float* scratch, int B, int NH, int HS, int maxT, bool pdl,
-                            cudaStream_t s) {
+void attention_decode_split(floatX* out, const floatX* qkv, floatX* kcache, floatX* vcache, const int* d_pos,
+                            float* scratch, int B, int NH, int HS, int maxT, bool pdl, cudaStream_t s) {
     const int nsplit = ceil_div(maxT, kMinSplitKeys);  // splits per head at most (partials per head)
     int* tickets = reinterpret_cast<int*>(scratch + (size_t)B * NH * nsplit * (HS + 2));
+    if (attention_decode_stores_kv(B)) {  // the wide kernel: key splits only to fill the GPU (4 blocks per SM)
+        const int heads = B * NH, kt = kWideSmemBytes / (4 * HS * (int)sizeof(floatX));
+        const int parts = std::min(nsplit, ceil_div(4L * device_attribute(cudaDevAttrMultiProcessorCount), heads));
+        const size_t smem = (size_t)4 * kt * HS * sizeof(floatX);
+        GD_HS_DISPATCH(HS, (launch_pdl(pdl, attention_wide_kernel<HS>, dim3((unsigned)(heads * parts)),
+                                       dim3(kWideWarps * 32), smem, s, out, scratch, tickets, qkv, kcache, vcache,
+                                       d_pos, B, NH, maxT, nsplit, kt, parts)));
+        return;
+    }
     // As many blocks as can be resident at once (the items of the longest context, at most): the kernel loops.
     auto grid_for = [&](const void* kernel) {
         return std::min((long)nsplit * NH * B, (long)resident_blocks(kernel, kSplitWarps * 32, 0));

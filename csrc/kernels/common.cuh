@@ -95,6 +95,6 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
-inline int ceil_div(long a, long b) { return (int)((a + b - 1) / b); }
+__host__ __device__ inline int ceil_div(long a, long b) { return (int)((a + b - 1) / b); }
 
 }  // namespace gd

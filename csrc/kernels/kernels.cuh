@@ -70,10 +70,12 @@ void kv_store(floatX* kcache, floatX* vcache, const floatX* qkv, const int* d_po
 // Causal attention of the chunk's T queries over cache positions [0, pos+i]: one warp per query.
 void attention_forward(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache, const int* d_pos,
                        int B, int T, int NH, int HS, int maxT, cudaStream_t s);
-// One query per row (T = 1) with the keys split over blocks, then merged. scratch: attention_split_scratch
-// floats, zeroed once before first use.
+// One query per row (T = 1) with the keys split over blocks (or, for B > 16, over the warps of the wide kernel),
+// then merged. scratch: attention_split_scratch floats, zeroed once before first use. When
+// attention_decode_stores_kv(B) the kernel also stores the new token's key and value (no kv_store before it).
 size_t attention_split_scratch(int B, int NH, int HS, int maxT);
-void attention_decode_split(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache,
+bool attention_decode_stores_kv(int B);
+void attention_decode_split(floatX* out, const floatX* qkv, floatX* kcache, floatX* vcache,
                             const int* d_pos, float* scratch, int B, int NH, int HS, int maxT, bool pdl,
                             cudaStream_t s);
 
@@ -85,8 +87,10 @@ struct SamplingParams {
     float top_p = 1.0f;
     unsigned long long seed = 1337;
 };
+// argmax_keys: B + 1 zeroed slots (left zeroed): greedy then runs over several blocks per row (argmax_rows_kernel);
+// nullptr: one block per row (sample_kernel).
 void sample_tokens(int* tokens, const float* logits, const int* d_pos, int T, int B, int V, int Vp, int maxT,
-                   SamplingParams p, cudaStream_t s);
+                   SamplingParams p, unsigned long long* argmax_keys, cudaStream_t s);
 void set_pos(int* d_pos, int value, cudaStream_t s);
 void advance_pos(int* d_pos, int by, cudaStream_t s);
 

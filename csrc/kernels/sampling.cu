@@ -3,6 +3,7 @@
 // top-k ids and to the smallest top-p nucleus (thresholds found by bisection on the logit value; ids tied
 // with the threshold are kept), then inverse-CDF sampling in id order with a counter-based RNG keyed by
 // (seed, row, position), so results do not depend on launch order or graph replay.
+#include <algorithm>
 #include <cfloat>
 #include <cstdint>
 
@@ -10,6 +11,7 @@
 #include "argmax.cuh"
 #include "common.cuh"
 #include "kernels.cuh"
+#include "launch.cuh"
 
 namespace gd {
 
@@ -159,8 +161,72 @@ __global__ void sample_kernel(int* tokens, const float* logits, const int* d_pos
     if (threadIdx.x == 0) tokens[(size_t)b * maxT + next] = chosen >= 0 ? chosen : argmax;
 }
 
+// Greedy over several blocks per row (a row's 206 KB of fp32 logits is too much for one block at large B): each
+// block takes `per_block` ids of its row (16-byte loads), folds its best argmax_key into keys[row] with one
+// atomicMax; the last block to finish (atomic ticket) writes token pos+T of every row and leaves the keys and the
+// ticket zeroed for the next step. Same key order, so the same token as sample_kernel's argmax.
+constexpr int kArgmaxThreads = 256;
+
+__global__ void __launch_bounds__(kArgmaxThreads)
+    argmax_rows_kernel(int* tokens, const float* logits, unsigned long long* keys, int* ticket, const int* d_pos,
+                       int T, int B, int V, int Vp, int maxT, int per_block) {
+    __shared__ unsigned long long sm_k[kArgmaxThreads / 32];
+    __shared__ bool last;
+    const int b = blockIdx.y, i0 = blockIdx.x * per_block, i1 = min(V, i0 + per_block);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const float* row = logits + (size_t)b * Vp;
+    const bool vec4 = Vp % 4 == 0;  // rows 16-byte aligned
+    unsigned long long best = 0ull;
+#pragma unroll 4
+    for (int i = i0 + threadIdx.x * 4; i < i1; i += kArgmaxThreads * 4) {
+        if (vec4 && i + 4 <= i1) {
+            const float4 x = *reinterpret_cast<const float4*>(row + i);
+            const unsigned long long k0 = argmax_key(x.x, i), k1 = argmax_key(x.y, i + 1);
+            const unsigned long long k2 = argmax_key(x.z, i + 2), k3 = argmax_key(x.w, i + 3);
+            const unsigned long long a = k0 > k1 ? k0 : k1, c = k2 > k3 ? k2 : k3, m = a > c ? a : c;
+            best = m > best ? m : best;
+        } else {
+            for (int j = i; j < i1; j++) {
+                const unsigned long long k = argmax_key(row[j], j);
+                best = k > best ? k : best;
+            }
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const unsigned long long other = __shfl_xor_sync(0xffffffffu, best, o);
+        best = other > best ? other : best;
+    }
+    if (lane == 0) sm_k[warp] = best;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < kArgmaxThreads / 32; w++) best = sm_k[w] > best ? sm_k[w] : best;
+        atomicMax(keys + b, best);
+        __threadfence();
+        last = atomicAdd(ticket, 1) == (int)(gridDim.x * gridDim.y) - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const int next = *d_pos + T;
+    for (int r = threadIdx.x; r < B; r += kArgmaxThreads) {
+        const unsigned long long k = atomicExch(keys + r, 0ull);
+        if (next < maxT) tokens[(size_t)r * maxT + next] = argmax_id(k);
+    }
+    if (threadIdx.x == 0) *ticket = 0;
+}
+
 void sample_tokens(int* tokens, const float* logits, const int* d_pos, int T, int B, int V, int Vp, int maxT,
-                   SamplingParams p, cudaStream_t s) {
+                   SamplingParams p, unsigned long long* argmax_keys, cudaStream_t s) {
+    if (p.greedy && argmax_keys) {
+        // enough blocks for ~4 per SM, each >= 2048 ids (a multiple of 4: 16-byte loads stay aligned)
+        const int sms = device_attribute(cudaDevAttrMultiProcessorCount);
+        const int per_row = std::max(1, std::min(ceil_div(4L * sms, B), ceil_div(V, 2048)));
+        const int per_block = ceil_div(ceil_div(V, per_row), 4) * 4;
+        argmax_rows_kernel<<<dim3((unsigned)ceil_div(V, per_block), (unsigned)B), kArgmaxThreads, 0, s>>>(
+            tokens, logits, argmax_keys, reinterpret_cast<int*>(argmax_keys + B), d_pos, T, B, V, Vp, maxT, per_block);
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
     sample_kernel<<<B, kSampleThreads, 0, s>>>(tokens, logits, d_pos, T, V, Vp, maxT, p);
     CUDA_CHECK_LAUNCH();
 }
