@@ -4,7 +4,8 @@
 # Makefile`); time optimized (and kvonly, KVONLY=1) at BATCHES (default "32 64 128 256"; 256 new tokens, median of
 # REPEAT=3), base vs new; time to first token at B=16 P=512 and B=1 P=1000; TRACE=1 adds the kernels of a decode
 # step at B=64 and 256 (position ~128, `gpt2driver profile --tool trace`) and the prefill's stages (builtin);
-# VALIDATE=1 validates B=64 and a 1000-token prompt and runs memcheck at B=256; GPU_TESTS=1 adds pytest -m gpu
+# VALIDATE=1 validates B=64 and a 1000-token prompt and runs memcheck at B=256 (MEMCHECK=0: not);
+# ATTN_NCU=1 ncu's sections of the decode attention at B=256 (TRACE_PROMPTS: the trace's prompt lengths); GPU_TESTS=1 adds pytest -m gpu
 # (GPU_TESTS_K filters); PREFILL_NCU=1 the prefill's kernels under ncu. Logs in $OUT/logs.tgz, the timing table last.
 . "$(dirname "$0")/common.sh"
 rm -rf build results /tmp/base
@@ -24,7 +25,7 @@ if [ -n "${VALIDATE:-}" ]; then
   V="$G validate --cc $GPU_CC --bin-dir $B --checkpoint $M --worst 0"
   timeout 120 $V -b 64 -n 16 --prompt-len 7 > "$OUT/validate64.txt" 2>&1; echo "validate B=64 rc=$? $(tail -1 "$OUT/validate64.txt")"
   timeout 120 $V -b 2 -n 8 --prompt-len 1000 > "$OUT/validate_p1000.txt" 2>&1; echo "validate B=2 P=1000 rc=$? $(tail -1 "$OUT/validate_p1000.txt")"
-  timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 $B/optimized -e $M -b 256 -g 4 --prompt-len 70 --warmup 0 -q > "$OUT/memcheck_b256.txt" 2>&1; echo "memcheck optimized B=256 rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_b256.txt")"
+  [ -n "${MEMCHECK:-1}" ] && [ "${MEMCHECK:-1}" != 0 ] && timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 $B/optimized -e $M -b 256 -g 4 --prompt-len 70 --warmup 0 -q > "$OUT/memcheck_b256.txt" 2>&1; echo "memcheck optimized B=256 rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_b256.txt")"
 fi
 C="--checkpoint $M -n ${GEN:-256}"
 VARS=optimized; [ -n "${KVONLY:-}" ] && VARS=optimized,kvonly
@@ -38,10 +39,16 @@ for pb in "512 16" "1000 1"; do
   tm ttft_p$1_b$2_new --bin-dir $B --checkpoint $M --variants optimized -b $2 -n 2 --prompt-len $1
 done
 if [ -n "${TRACE:-}" ]; then
-  for b in ${TRACE_BATCHES:-64 256}; do
-    timeout 120 $G profile --cc $GPU_CC --tool trace -b $b --steps 8 --warmup 4 --prompt-len 128 --top 0 -q >"$OUT/trace_b$b.txt" 2>&1
-    echo "== trace optimized B=$b rc=$?"; tail -45 "$OUT/trace_b$b.txt"
-  done
+  for b in ${TRACE_BATCHES:-64 256}; do for p in ${TRACE_PROMPTS:-128}; do
+    timeout 120 $G profile --cc $GPU_CC --tool trace -b $b --steps 8 --warmup 4 --prompt-len $p --top 0 -q >"$OUT/trace_b${b}_p$p.txt" 2>&1
+    echo "== trace optimized B=$b prompt $p rc=$?"; grep -A16 "^per stage" "$OUT/trace_b${b}_p$p.txt"
+  done; done
+fi
+if [ -n "${ATTN_NCU:-}" ]; then  # the decode attention kernel at B=256, position ~130: ncu's sections as text
+  timeout 200 ncu --kernel-name regex:"${ATTN_NCU_KERNEL:-attention_wide}" --launch-count 1 --section SpeedOfLight --section Occupancy \
+    --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis --section SchedulerStats \
+    $B/profile -e $M -b 256 --prompt-len 128 --steps 1 --warmup 1 >"$OUT/ncu_attn_b256.txt" 2>&1
+  echo "== ncu attention B=256 rc=$?"; grep -E "Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|L2 Hit|L1/TEX Hit|Mem Busy|Max Bandwidth|Eligible|Issued Warp|No Eligible|Shared Memory Configuration|Dynamic Shared|Waves Per SM" "$OUT/ncu_attn_b256.txt" | head -40
 fi
 if [ -n "${PREFILL_NCU:-}" ]; then  # the prefill's kernels under ncu: B=1 P=900 (one chunk), B=16 P=512 (its first chunks)
   for pb in "900 1 400" "512 16 200"; do
