@@ -21,7 +21,7 @@ LinkPlan link_plan_for(const ModelConfig& c, const Variant& v, int B) {
 // attention's (never live together), one for the QKV rows and the MLP's hidden rows (QKV is dead once the
 // attention has read it), and tmp, the residual's scratch when it is not fused into the products.
 struct ActSizes {
-    size_t x, tmp, wide, lnf, logits, kv, scratch, prefill, links;
+    size_t x, tmp, wide, lnf, logits, kv, scratch, links;
 };
 ActSizes act_sizes(const ModelConfig& c, const Variant& v, int B, int max_chunk) {
     size_t M = (size_t)B * max_chunk, C = c.channels;
@@ -33,7 +33,6 @@ ActSizes act_sizes(const ModelConfig& c, const Variant& v, int B, int max_chunk)
     a.logits = (size_t)B * c.padded_vocab;
     a.kv = (size_t)c.num_layers * B * c.max_seq_len * C;  // per K and per V
     a.scratch = v.split_attn ? attention_split_scratch(B, c.num_heads, C / c.num_heads, c.max_seq_len) : 0;
-    a.prefill = attention_prefill_scratch(B, c.num_heads, C / c.num_heads, c.max_seq_len, max_chunk);
     a.links = link_buffer_floats(c, B, link_plan_for(c, v, B));
     return a;
 }
@@ -44,7 +43,7 @@ size_t chunk_values(const ActSizes& a) { return 2 * a.x + a.tmp + a.wide; }
 
 size_t runner_bytes(const ModelConfig& cfg, const Variant& v, int B, int max_chunk) {
     ActSizes a = act_sizes(cfg, v, B, max_chunk);
-    return (chunk_values(a) + a.lnf + 2 * a.kv) * sizeof(floatX) + (a.logits + a.scratch + a.prefill + a.links) * sizeof(float) +
+    return (chunk_values(a) + a.lnf + 2 * a.kv) * sizeof(floatX) + (a.logits + a.scratch + a.links) * sizeof(float) +
            sizeof(int) + (B + 1) * sizeof(unsigned long long);
 }
 
@@ -64,9 +63,6 @@ Runner::Runner(const ModelConfig& cfg, const Weights& w, Variant v, int B, int m
     logits_ = (float*)alloc(a.logits, sizeof(float), "logits");
     attn_scratch_ = a.scratch ? (float*)alloc(a.scratch, sizeof(float), "attention scratch") : nullptr;
     if (attn_scratch_) CUDA_CHECK(cudaMemset(attn_scratch_, 0, a.scratch * sizeof(float)));
-    prefill_floats_ = a.prefill;
-    prefill_scratch_ = a.prefill ? (float*)alloc(a.prefill, sizeof(float), "prefill attention scratch") : nullptr;
-    if (prefill_scratch_) CUDA_CHECK(cudaMemset(prefill_scratch_, 0, a.prefill * sizeof(float)));
     d_pos_ = (int*)alloc(1, sizeof(int), "position");
     argmax_ = (unsigned long long*)alloc(B + 1, sizeof(unsigned long long), "argmax");
     CUDA_CHECK(cudaMemset(argmax_, 0, (B + 1) * sizeof(unsigned long long)));
@@ -91,7 +87,7 @@ void Runner::drop_graphs() {
 Runner::~Runner() {
     drop_graphs();
     for (void* p : {(void*)x_, (void*)ln_, (void*)tmp_, (void*)qkv_, (void*)lnf_,
-                    (void*)logits_, (void*)attn_scratch_, (void*)prefill_scratch_, (void*)res_[0], (void*)d_pos_, (void*)argmax_, (void*)kcache_, (void*)vcache_})
+                    (void*)logits_, (void*)attn_scratch_, (void*)res_[0], (void*)d_pos_, (void*)argmax_, (void*)kcache_, (void*)vcache_})
         if (p) cudaFree(p);
 }
 
@@ -123,7 +119,7 @@ void Runner::attention(floatX* kc, floatX* vc, int T) {
     if (T == 1 && v_.split_attn)
         attention_decode_split(atty_, qkv_, kc, vc, d_pos_, attn_scratch_, B, NH, HS, maxT, v_.pdl, stream_);
     else
-        attention_forward(atty_, qkv_, kc, vc, d_pos_, prefill_scratch_, prefill_floats_, B, T, NH, HS, maxT, stream_);
+        attention_forward(atty_, qkv_, kc, vc, d_pos_, B, T, NH, HS, maxT, stream_);
 }
 
 void Runner::forward(int T, bool greedy_step, bool logits) {

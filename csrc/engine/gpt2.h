@@ -80,8 +80,6 @@ private:
     // ln_ and atty_ share a buffer, as do qkv_ and fch_ (act_sizes in gpt2.cu); tmp_ only for an unfused residual
     floatX *x_, *ln_, *qkv_, *atty_, *fch_, *tmp_, *lnf_, *kcache_, *vcache_;
     float *logits_, *attn_scratch_;
-    float* prefill_scratch_ = nullptr;  // attention_prefill_scratch: the prefill attention's key splits
-    size_t prefill_floats_ = 0;
     unsigned long long* argmax_ = nullptr;  // [B] fused greedy maxima, then one int ticket
     size_t act_bytes_ = 0, kv_bytes_ = 0;
     LinkPlan plan_;                                  // ok: decode steps run forward_links

@@ -59,17 +59,12 @@ __global__ void attention_kernel(floatX* out, const floatX* qkv, const floatX* k
 // sums the fp32 values.
 constexpr int kPQ = 64, kPK = 64, kPHS = 64, kPWarps = kPQ / 16, kPLd = kPHS + 8;
 
-//
-// Key splits (S > 1: too few blocks to fill the GPU, e.g. one row with a long prompt): the block of split s takes
-// the s-th of S runs of whole key tiles, writes its rows' partials (max, normaliser, unnormalised output) to `part`,
-// and the last block of its query block to finish (atomic ticket, reset after use) merges them.
 __global__ void __launch_bounds__(kPWarps * 32)
-    attention_prefill_kernel(floatX* out, float* part, int* tickets, const floatX* qkv, const floatX* kc,
-                             const floatX* vc, const int* d_pos, int T, int NH, int maxT, int S) {
+    attention_prefill_kernel(floatX* out, const floatX* qkv, const floatX* kc, const floatX* vc, const int* d_pos,
+                             int T, int NH, int maxT) {
     __shared__ __align__(16) floatX ks[kPK][kPLd];   // [key][dim]
     __shared__ __align__(16) floatX vts[kPHS][kPLd]; // [dim][key]
-    __shared__ bool merger;
-    const int b = blockIdx.z / S, split = blockIdx.z % S, h = blockIdx.y, q0 = blockIdx.x * kPQ;
+    const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kPQ;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int C = NH * kPHS, pos0 = *d_pos;
     const size_t head = ((size_t)b * NH + h) * maxT * kPHS;
@@ -77,9 +72,6 @@ __global__ void __launch_bounds__(kPWarps * 32)
     const int r0 = q0 + warp * 16 + g, r1 = r0 + 8;  // this thread's two query rows of the chunk
     const int p0 = pos0 + r0, p1 = pos0 + r1;        // their positions: keys 0 .. p are visible
     const int last = pos0 + min(q0 + kPQ, T) - 1;    // the block's last visible key
-    const int tiles = last / kPK + 1, per = (tiles + S - 1) / S, used = (tiles + per - 1) / per;
-    if (split >= used) return;
-    const int kbeg = split * per * kPK, kend = min(last + 1, (split + 1) * per * kPK);  // this split's keys
     uint32_t qa[kPHS / 16][4];                       // A fragments of Q, 4 steps of 16 dims
     {
         const floatX* qr0 = qkv + ((size_t)b * T + min(r0, T - 1)) * 3 * C + h * kPHS + 2 * t;
@@ -95,7 +87,7 @@ __global__ void __launch_bounds__(kPWarps * 32)
     const float scale = rsqrtf((float)kPHS);
     float o[kPHS / 8][4] = {};               // O: (row r0, dims n*8+2t, +1), (row r1, same dims)
     float m0 = -1e30f, m1 = -1e30f, l0 = 0.f, l1 = 0.f;
-    for (int k0 = kbeg; k0 < kend; k0 += kPK) {
+    for (int k0 = 0; k0 <= last; k0 += kPK) {
         __syncthreads();  // the previous tile is consumed
         for (int i = threadIdx.x; i < kPK * kPHS / kVec; i += kPWarps * 32) {
             const int key = i / (kPHS / kVec), d = (i % (kPHS / kVec)) * kVec;
@@ -163,57 +155,15 @@ __global__ void __launch_bounds__(kPWarps * 32)
         l0 += __shfl_xor_sync(0xffffffffu, l0, x);
         l1 += __shfl_xor_sync(0xffffffffu, l1, x);
     }
-    if (used == 1) {
 #pragma unroll
-        for (int n = 0; n < kPHS / 8; n++) {
-            if (r0 < T)
-                *reinterpret_cast<uint32_t*>(out + ((size_t)b * T + r0) * C + h * kPHS + n * 8 + 2 * t) =
-                    pack_x2(o[n][0] / l0, o[n][1] / l0);
-            if (r1 < T)
-                *reinterpret_cast<uint32_t*>(out + ((size_t)b * T + r1) * C + h * kPHS + n * 8 + 2 * t) =
-                    pack_x2(o[n][2] / l1, o[n][3] / l1);
-        }
-        return;
+    for (int n = 0; n < kPHS / 8; n++) {
+        if (r0 < T)
+            *reinterpret_cast<uint32_t*>(out + ((size_t)b * T + r0) * C + h * kPHS + n * 8 + 2 * t) =
+                pack_x2(o[n][0] / l0, o[n][1] / l0);
+        if (r1 < T)
+            *reinterpret_cast<uint32_t*>(out + ((size_t)b * T + r1) * C + h * kPHS + n * 8 + 2 * t) =
+                pack_x2(o[n][2] / l1, o[n][3] / l1);
     }
-    // partials of rows r0 and r1: [b][h][row][split] x (max, normaliser, kPHS output dims)
-    const size_t rows = ((size_t)b * NH + h) * T;
-    float* pr0 = part + ((rows + r0) * S + split) * (kPHS + 2);
-    float* pr1 = part + ((rows + r1) * S + split) * (kPHS + 2);
-    if (r0 < T) {
-        if (t == 0) pr0[0] = m0, pr0[1] = l0;
-#pragma unroll
-        for (int n = 0; n < kPHS / 8; n++) pr0[2 + n * 8 + 2 * t] = o[n][0], pr0[3 + n * 8 + 2 * t] = o[n][1];
-    }
-    if (r1 < T) {
-        if (t == 0) pr1[0] = m1, pr1[1] = l1;
-#pragma unroll
-        for (int n = 0; n < kPHS / 8; n++) pr1[2 + n * 8 + 2 * t] = o[n][2], pr1[3 + n * 8 + 2 * t] = o[n][3];
-    }
-    __threadfence();
-    __syncthreads();
-    int* ticket = tickets + ((size_t)b * NH + h) * gridDim.x + blockIdx.x;
-    if (threadIdx.x == 0) merger = atomicAdd(ticket, 1) == used - 1;
-    __syncthreads();
-    if (!merger) return;
-    __threadfence();
-    if (threadIdx.x == 0) *ticket = 0;
-    // the merge: two threads per query row, half of its dims each
-    const int r = q0 + threadIdx.x / 2, d0 = (threadIdx.x % 2) * (kPHS / 2);
-    if (r >= T) return;
-    const float* pr = part + (rows + r) * S * (kPHS + 2);
-    float mx = -1e30f;
-    for (int j = 0; j < used; j++) mx = fmaxf(mx, __ldcg(pr + j * (kPHS + 2)));
-    float l = 0.f, acc[kPHS / 2] = {};
-    for (int j = 0; j < used; j++) {
-        const float* pj = pr + j * (kPHS + 2);
-        const float w = __expf(__ldcg(pj) - mx);
-        l += w * __ldcg(pj + 1);
-#pragma unroll
-        for (int d = 0; d < kPHS / 2; d++) acc[d] += w * __ldcg(pj + 2 + d0 + d);
-    }
-    floatX* dst = out + ((size_t)b * T + r) * C + h * kPHS + d0;
-#pragma unroll
-    for (int d = 0; d < kPHS / 2; d += 2) *reinterpret_cast<uint32_t*>(dst + d) = pack_x2(acc[d] / l, acc[d + 1] / l);
 }
 #endif
 
@@ -339,7 +289,10 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
 // to finish (atomic ticket, reset after use) merges them. Every block of the grid has work (a graph replays it
 // at every position): with `parts` splits, a head uses as many as give each >= kWideMinKeys keys, so the
 // blocks of the splits it does not use (split-major: they come last) exit at once.
-constexpr int kWideWarps = 4, kWideMinKeys = 64, kWideMinRows = 16, kWideSmemBytes = 40 * 1024;
+#ifndef GD_WIDE_SMEM_KB
+#define GD_WIDE_SMEM_KB 40  // two stages of K and V tiles: 80 keys each at bf16, head size 64
+#endif
+constexpr int kWideWarps = 4, kWideMinKeys = 64, kWideMinRows = 16, kWideSmemBytes = GD_WIDE_SMEM_KB * 1024;
 
 template <int HS>
 __global__ void __launch_bounds__(kWideWarps * 32)
@@ -443,48 +396,12 @@ __global__ void __launch_bounds__(kWideWarps * 32)
     }
 }
 
-// Prefill scratch: the tickets (one int per query block of any chunk, zeroed once), then the key splits'
-// partials. A chunk gets as many splits (<= kPrefillMaxSplits) as fill the GPU with 8 blocks per SM, within
-// kPrefillPartBytes of partials.
-#if !defined(PRECISION_FP32)
-constexpr size_t kPrefillPartBytes = (size_t)16 << 20;
-constexpr int kPrefillMaxSplits = 8;
-
-namespace {
-size_t prefill_tickets(int B, int NH, int maxT) { return (size_t)B * NH * ceil_div(maxT, kPQ); }
-size_t prefill_row_floats(int B, int NH, int T) { return (size_t)B * NH * T * (kPHS + 2); }  // one split's partials
-int prefill_splits(int B, int NH, int T) {
-    const long blocks = (long)ceil_div(T, kPQ) * NH * B, want = 8L * device_attribute(cudaDevAttrMultiProcessorCount);
-    const long fit = (long)(kPrefillPartBytes / sizeof(float) / prefill_row_floats(B, NH, T));
-    return (int)std::max(1L, std::min({(long)kPrefillMaxSplits, (want + blocks - 1) / blocks, fit}));
-}
-}  // namespace
-#endif
-
-size_t attention_prefill_scratch(int B, int NH, int HS, int maxT, int T) {
-#if !defined(PRECISION_FP32)
-    if (T > 1 && HS == kPHS && has_mma16816()) {
-        const int S = prefill_splits(B, NH, T);
-        if (S > 1) return prefill_tickets(B, NH, maxT) + S * prefill_row_floats(B, NH, T);
-    }
-#endif
-    return 0;
-}
-
 void attention_forward(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache, const int* d_pos,
-                       float* scratch, size_t scratch_floats, int B, int T, int NH, int HS, int maxT, cudaStream_t s) {
+                       int B, int T, int NH, int HS, int maxT, cudaStream_t s) {
 #if !defined(PRECISION_FP32)
     if (T > 1 && HS == kPHS && has_mma16816()) {
-        const int qblocks = ceil_div(T, kPQ);
-        int splits = 1;
-        const size_t tickets_n = prefill_tickets(B, NH, maxT);
-        if (scratch && scratch_floats > tickets_n)
-            splits = std::max(1, std::min(prefill_splits(B, NH, T),
-                                          (int)((scratch_floats - tickets_n) / prefill_row_floats(B, NH, T))));
-        int* tickets = reinterpret_cast<int*>(scratch);
-        float* part = splits > 1 ? scratch + tickets_n : nullptr;
-        attention_prefill_kernel<<<dim3(qblocks, NH, B * splits), kPWarps * 32, 0, s>>>(
-            out, part, tickets, qkv, kcache, vcache, d_pos, T, NH, maxT, splits);
+        attention_prefill_kernel<<<dim3(ceil_div(T, kPQ), NH, B), kPWarps * 32, 0, s>>>(out, qkv, kcache, vcache, d_pos,
+                                                                                      T, NH, maxT);
         CUDA_CHECK_LAUNCH();
         return;
     }

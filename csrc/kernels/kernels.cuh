@@ -67,13 +67,9 @@ void residual_forward(floatX* x, const floatX* y, size_t n, cudaStream_t s);  //
 // attention.cu. Cache layout per layer: [B][NH][maxT][HS].
 void kv_store(floatX* kcache, floatX* vcache, const floatX* qkv, const int* d_pos, int B, int T, int NH, int HS,
               int maxT, cudaStream_t s);
-// Causal attention of the chunk's T queries over cache positions [0, pos+i]: one warp per query, or (T > 1, head
-// size 64, 16-bit builds on sm_80+) the tensor-core prefill kernel, its keys split over blocks when it has too few
-// to fill the GPU: scratch holds scratch_floats = attention_prefill_scratch(B, NH, HS, maxT, max chunk) floats
-// (0 when a split would not pay), zeroed once; chunks get the splits it has room for (nullptr: none).
-size_t attention_prefill_scratch(int B, int NH, int HS, int maxT, int T);
+// Causal attention of the chunk's T queries over cache positions [0, pos+i]: one warp per query.
 void attention_forward(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache, const int* d_pos,
-                       float* scratch, size_t scratch_floats, int B, int T, int NH, int HS, int maxT, cudaStream_t s);
+                       int B, int T, int NH, int HS, int maxT, cudaStream_t s);
 // One query per row (T = 1) with the keys split over blocks (or, for B > 16, over the warps of the wide kernel),
 // then merged. scratch: attention_split_scratch floats, zeroed once before first use. When
 // attention_decode_stores_kv(B) the kernel also stores the new token's key and value (no kv_store before it).
