@@ -329,7 +329,7 @@ __device__ __forceinline__ void finish_item(SoftmaxState& st, float* sm_m, float
 // at every position): with `parts` splits, a head uses as many as give each >= kWideMinKeys keys, so the
 // blocks of the splits it does not use (split-major: they come last) exit at once.
 #ifndef GD_WIDE_SMEM_KB
-#define GD_WIDE_SMEM_KB 40  // two stages of K and V tiles: 80 keys each at bf16, head size 64
+#define GD_WIDE_SMEM_KB 24  // two stages of K and V tiles: 48 keys each at bf16, head size 64 (8 blocks per SM)
 #endif
 constexpr int kWideWarps = 4, kWideMinKeys = 64, kWideMinRows = 16, kWideSmemBytes = GD_WIDE_SMEM_KB * 1024;
 
@@ -405,90 +405,6 @@ __global__ void __launch_bounds__(kWideWarps * 32)
                                 part + (size_t)bh * nsplit * (HS + 2), tickets + bh, used, split, warp, lane);
 }
 
-#ifndef GD_WIDE_STREAM
-#define GD_WIDE_STREAM 0  // 1: the streaming kernel below instead of attention_wide_kernel (an experiment)
-#endif
-#if GD_WIDE_STREAM
-// Streaming wide decode (experiment): as many blocks as are resident, each looping over the same (row, head,
-// split) items as attention_wide_kernel, with one stream of key tiles across its items kStreamStages deep, so a
-// block's copies for its next head are in flight while it finishes this one.
-constexpr int kStreamStages = 3;
-
-template <int HS>
-__global__ void __launch_bounds__(kWideWarps * 32)
-    attention_stream_kernel(floatX* out, float* part, int* tickets, const floatX* qkv, floatX* kc, floatX* vc,
-                            const int* d_pos, int B, int NH, int maxT, int nsplit, int kt, int parts) {
-    extern __shared__ __align__(16) unsigned char wide_smem[];
-    __shared__ float sm_m[kWideWarps], sm_l[kWideWarps], sm_acc[kWideWarps][HS];
-    __shared__ int ticket;
-    constexpr int kChunks = HS / kVec, S = kStreamStages;
-    floatX* buf = reinterpret_cast<floatX*>(wide_smem);  // S slots x (K tile, V tile), kt rows each
-    auto ktile = [&](int c) { return buf + (size_t)(c % S) * 2 * kt * HS; };
-    auto vtile = [&](int c) { return ktile(c) + (size_t)kt * HS; };
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, heads = B * NH, C = NH * HS;
-    pdl_wait();
-    const int pos = *d_pos, len = pos + 1;
-    const int used = min(parts, ceil_div(len, kWideMinKeys)), items = heads * used;
-    const int span = ceil_div(len, used);
-    struct Item {
-        int bh, split, j0, n;
-    };
-    auto item = [&](int it) {
-        Item x;
-        x.bh = it % heads, x.split = it / heads, x.j0 = x.split * span, x.n = min(len, x.j0 + span) - x.j0;
-        return x;
-    };
-    int pit = blockIdx.x, pt = 0, issued = 0;  // the next tile to copy: tile pt of item pit
-    auto stage_next = [&]() {
-        if (pit < items) {
-            const Item x = item(pit);
-            const int b = x.bh / NH, h = x.bh % NH, r0 = pt * kt, rows = min(kt, x.n - r0);
-            const size_t head = ((size_t)b * NH + h) * maxT * HS;
-            const floatX* row = qkv + (size_t)b * 3 * C + h * HS;
-            floatX *kd = ktile(issued), *vd = vtile(issued);
-            for (int i = threadIdx.x; i < rows * kChunks; i += blockDim.x) {
-                const int r = i / kChunks, c = (i % kChunks) * kVec, key = x.j0 + r0 + r;
-                const bool fresh = key == pos;  // the new token: from its QKV row
-                cp_async16(kd + r * HS + c, fresh ? row + C + c : kc + head + (size_t)key * HS + c);
-                cp_async16(vd + r * HS + c, fresh ? row + 2 * C + c : vc + head + (size_t)key * HS + c);
-            }
-            if (++pt == ceil_div(x.n, kt)) pt = 0, pit += gridDim.x;
-        }
-        cp_async_commit();  // an empty group past the end keeps the count uniform
-        issued++;
-    };
-    for (int i = 0; i < S - 1; i++) stage_next();
-    int consumed = 0;
-    for (int it = blockIdx.x; it < items; it += gridDim.x) {
-        const Item x = item(it);
-        const int b = x.bh / NH, h = x.bh % NH, tiles = ceil_div(x.n, kt);
-        const floatX* row = qkv + (size_t)b * 3 * C + h * HS;
-        if (x.j0 + x.n == len && threadIdx.x < kChunks) {  // the new token into the cache
-            const int c = threadIdx.x * kVec;
-            const size_t at = (((size_t)b * NH + h) * maxT + pos) * HS + c;
-            *reinterpret_cast<VecX*>(kc + at) = *reinterpret_cast<const VecX*>(row + C + c);
-            *reinterpret_cast<VecX*>(vc + at) = *reinterpret_cast<const VecX*>(row + 2 * C + c);
-        }
-        float q[kVec];
-        load_query<HS>(q, row - h * HS, h, lane);
-        SoftmaxState st;
-        for (int t = 0; t < tiles; t++, consumed++) {
-            cp_async_wait<S - 2>();  // this tile's group has landed
-            __syncthreads();         // ... for every thread; and every warp is done with the slot refilled next
-            stage_next();
-            const int rows = min(kt, x.n - t * kt), wspan = ceil_div(rows, kWideWarps);
-            const int w0 = min(rows, warp * wspan), w1 = min(rows, w0 + wspan);
-            attend_range<HS>(st, q, ktile(consumed), vtile(consumed), w0, w1, lane);
-        }
-        finish_item<HS, kWideWarps>(st, sm_m, sm_l, sm_acc, &ticket, out + (size_t)b * C + h * HS,
-                                    part + (size_t)x.bh * nsplit * (HS + 2), tickets + x.bh, used, x.split, warp,
-                                    lane);
-        __syncthreads();  // shared memory and `ticket` are reused by the next item
-    }
-    cp_async_wait<0>();
-}
-#endif
-
 void attention_forward(floatX* out, const floatX* qkv, const floatX* kcache, const floatX* vcache, const int* d_pos,
                        int B, int T, int NH, int HS, int maxT, cudaStream_t s) {
 #if !defined(PRECISION_FP32)
@@ -520,23 +436,11 @@ void attention_decode_split(floatX* out, const floatX* qkv, floatX* kcache, floa
     if (attention_decode_stores_kv(B)) {  // the wide kernel: key splits only to fill the GPU (4 blocks per SM)
         const int heads = B * NH;
         const int parts = std::min(nsplit, ceil_div(4L * device_attribute(cudaDevAttrMultiProcessorCount), heads));
-#if GD_WIDE_STREAM
-        const int skt = kWideSmemBytes / (2 * kStreamStages * HS * (int)sizeof(floatX));
-        const size_t ssmem = (size_t)2 * kStreamStages * skt * HS * sizeof(floatX);
-        auto grid_for = [&](const void* k) {
-            return (unsigned)std::min((long)heads * parts, (long)resident_blocks(k, kWideWarps * 32, ssmem));
-        };
-        GD_HS_DISPATCH(HS, (launch_pdl(pdl, attention_stream_kernel<HS>,
-                                       dim3(grid_for((const void*)attention_stream_kernel<HS>)), dim3(kWideWarps * 32),
-                                       ssmem, s, out, scratch, tickets, qkv, kcache, vcache, d_pos, B, NH, maxT,
-                                       nsplit, skt, parts)));
-#else
         const int kt = kWideSmemBytes / (4 * HS * (int)sizeof(floatX));  // two stages of K and V tiles
         const size_t smem = (size_t)4 * kt * HS * sizeof(floatX);
         GD_HS_DISPATCH(HS, (launch_pdl(pdl, attention_wide_kernel<HS>, dim3((unsigned)(heads * parts)),
                                        dim3(kWideWarps * 32), smem, s, out, scratch, tickets, qkv, kcache, vcache,
                                        d_pos, B, NH, maxT, nsplit, kt, parts)));
-#endif
         return;
     }
     // As many blocks as can be resident at once (the items of the longest context, at most): the kernel loops.
