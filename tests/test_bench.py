@@ -853,6 +853,36 @@ def test_bench_curve_and_plot(runner, fake_engine, fake_hf, tmp_path):
         assert "matplotlib is not installed" in res.output
 
 
+def test_plot_axes_go_logarithmic_when_the_values_span_more_than_10x(tmp_path):
+    """tokens/s from B = 1 to 256 spans ~60x: that panel gets a log y axis; % of floor (19-39 %) stays linear."""
+    pytest.importorskip("matplotlib")
+    import json
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from gpt2driver.tables import plot as tplot
+
+    assert tplot.log_scale([4535.5, 283693.3]) and not tplot.log_scale([19.0, 39.0])
+    assert not tplot.log_scale([float("nan"), 5.0]) and not tplot.log_scale([])
+    rows = json.loads((Path(__file__).parent / "fixtures" / "device" / "bench_h200_curve.json").read_text())["rows"]
+    seen = []
+    orig = plt.subplots
+
+    def spy(*a, **k):
+        fig, axes = orig(*a, **k)
+        seen.append(axes)
+        return fig, axes
+
+    plt.subplots = spy
+    try:
+        assert tplot.plot(pd.DataFrame(rows), tmp_path / "p.png", "t") is None
+    finally:
+        plt.subplots = orig
+    assert [ax.get_yscale() for ax in seen[0][0]] == ["log", "linear"]
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
 def test_bench_resumes_in_the_same_directory(runner, fake_engine, fake_hf, tmp_path):
     out = tmp_path / "o"
     args = ["bench", "-b", "1", "-b", "2", "-n", "8", "--out", str(out)]

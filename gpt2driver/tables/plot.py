@@ -1,5 +1,6 @@
-"""The plot: tokens/s against the batch size B (log2 axis), one line per variant, and beside it
-the % of the decode floor when the rows know it. matplotlib is optional (``gpt2driver[plot]``)."""
+"""The plot: tokens/s against the batch size B (log2 axis; tokens/s on a log axis too when it spans more
+than 10x), one line per variant, and beside it the % of the decode floor when the rows know it.
+matplotlib is optional (``gpt2driver[plot]``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,13 @@ def plot_title(what: str, df) -> str:
     """``<what> on <GPU>`` (the GPUs of the ok rows; several joined by commas)."""
     gpus = [] if df.empty or "gpu" not in df else sorted({g for g in df["gpu"].dropna() if g})
     return f"{what} on {', '.join(gpus)}" if gpus else what
+
+
+def log_scale(values) -> bool:
+    """Whether a panel's y axis is logarithmic: when its positive values span more than a factor of 10 (the
+    tokens/s of B = 1 and B = 256 differ ~60x; on a linear axis the small batches lie flat on the floor)."""
+    v = [float(x) for x in values if x == x and x > 0]
+    return bool(v) and max(v) > 10 * min(v)
 
 
 def plot(df, path: Path, title: Optional[str] = None) -> Optional[str]:
@@ -49,6 +57,8 @@ def plot(df, path: Path, title: Optional[str] = None) -> Optional[str]:
             ax.plot(grp["batch"], grp[col], marker="o",
                     label=" ".join(str(x) for x in key if x != names.ALL_ON))
         ax.set_xscale("log", base=2)
+        if log_scale(ok[col]):
+            ax.set_yscale("log")
         ax.set_xticks(batches, [str(b) for b in batches])
         ax.minorticks_off()
         ax.set_xlabel("batch size B")
