@@ -325,9 +325,10 @@ __device__ __forceinline__ void finish_item(SoftmaxState& st, float* sm_m, float
 // online softmax across tiles, and the warps merge through shared memory at the end. The new token's key and
 // value come from its QKV row, and the block also stores them into the cache (this path has no separate K/V
 // store). With several splits each block writes its partial (max, normaliser, output) and the last of the head
-// to finish (atomic ticket, reset after use) merges them. Every block of the grid has work (a graph replays it
-// at every position): with `parts` splits, a head uses as many as give each >= kWideMinKeys keys, so the
-// blocks of the splits it does not use (split-major: they come last) exit at once.
+// to finish (atomic ticket, reset after use) merges them. The grid is heads x parts (a graph replays it at every
+// position): a head uses as many of its parts as give each >= kWideMinKeys keys, and the blocks of the parts it
+// does not use (split-major: they come last) exit at once; parts > 1 only below 4 blocks per SM, so such blocks
+// are few (run 3 of perf-notes' "Large batches": a grid mostly of idle blocks costs ~1 us per resident round).
 #ifndef GD_WIDE_SMEM_KB
 #define GD_WIDE_SMEM_KB 24  // two stages of K and V tiles: 48 keys each at bf16, head size 64 (8 blocks per SM)
 #endif
