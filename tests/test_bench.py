@@ -865,6 +865,8 @@ def test_plot_axes_go_logarithmic_when_the_values_span_more_than_10x(tmp_path):
 
     assert tplot.log_scale([4535.5, 283693.3]) and not tplot.log_scale([19.0, 39.0])
     assert not tplot.log_scale([float("nan"), 5.0]) and not tplot.log_scale([])
+    assert not tplot.log_scale([None, 5.0, None]) and tplot.log_scale([None, 1, 20.0])  # rows without a value
+    assert tplot.log_scale(np.array([np.float32(1.0), np.float32(50.0)])) and tplot.log_scale([np.int64(1), 30])
     rows = json.loads((Path(__file__).parent / "fixtures" / "device" / "bench_h200_curve.json").read_text())["rows"]
     seen = []
     orig = plt.subplots

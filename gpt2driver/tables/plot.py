@@ -4,6 +4,7 @@ matplotlib is optional (``gpt2driver[plot]``)."""
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Optional
 
@@ -22,7 +23,7 @@ def plot_title(what: str, df) -> str:
 def log_scale(values) -> bool:
     """Whether a panel's y axis is logarithmic: when its positive values span more than a factor of 10 (the
     tokens/s of B = 1 and B = 256 differ ~60x; on a linear axis the small batches lie flat on the floor)."""
-    v = [float(x) for x in values if x == x and x > 0]
+    v = [float(x) for x in values if isinstance(x, numbers.Real) and x == x and x > 0]  # no None, NaN, <= 0
     return bool(v) and max(v) > 10 * min(v)
 
 
